@@ -1,0 +1,100 @@
+"""Agent configuration: one TOML file, validated so that a typo is an error naming the option."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.settings import describe
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the option and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Section):
+    """[agent]: identity and local state."""
+
+    bundle: Path = Field(Path("agent.bundle.json"), description="Enrollment bundle written by `venueguard-collector enroll`.")
+    data_dir: Path = Field(Path("venueguard-agent-data"), description="Outbox and persisted watcher state.")
+    heartbeat_interval: float = Field(10.0, gt=0, le=3600, description="Seconds between heartbeats.")
+    snapshot_interval: float = Field(300.0, gt=0, description="Seconds between full snapshots of each watcher's view.")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Agent log verbosity.")
+
+
+class UplinkSection(_Section):
+    """[uplink]: how records reach the broker."""
+
+    broker_host: str = Field("", description="Overrides the broker host in the bundle.")
+    broker_port: int = Field(0, ge=0, le=65535, description="Overrides the broker port in the bundle (0 = bundle).")
+    keepalive: int = Field(30, ge=5, le=3600, description="MQTT keepalive seconds.")
+    reconnect_min: float = Field(1.0, gt=0, description="Smallest reconnect back-off, seconds.")
+    reconnect_max: float = Field(60.0, gt=0, description="Largest reconnect back-off, seconds (full jitter below it).")
+    ack_timeout: float = Field(15.0, gt=0, description="Seconds without ack progress before unacknowledged records are resent.")
+    batch_records: int = Field(100, ge=1, le=1000, description="Records per envelope at most.")
+    window_records: int = Field(2000, ge=1, description="Records sent but not yet acknowledged, at most.")
+
+
+class OutboxSection(_Section):
+    """[outbox]: limits of the durable queue."""
+
+    max_records: int = Field(1_000_000, ge=100, description="Rows above which new records are dropped and counted.")
+    min_free_mb: int = Field(64, ge=0, description="Free disk (MiB) below which new records are dropped and counted.")
+
+
+class HostWatcherSection(_Section):
+    """[watchers.host]: the host's own interfaces and addresses."""
+
+    enabled: bool = True
+    interval: float = Field(30.0, gt=0, description="Seconds between reads of the interfaces.")
+    include: list[str] = Field(default_factory=list, description="Interface name globs to watch; empty = all.")
+    exclude: list[str] = Field(default_factory=lambda: ["lo"], description="Interface name globs to ignore.")
+    scenario: Path | None = Field(None, description="Scripted interface states (demo and tests without a LAN).")
+
+
+class WatchersSection(_Section):
+    """[watchers]: one sub-table per watcher."""
+
+    host: HostWatcherSection = HostWatcherSection()
+
+
+class AgentConfig(_Section):
+    """The whole agent configuration."""
+
+    agent: AgentSection = AgentSection()
+    uplink: UplinkSection = UplinkSection()
+    outbox: OutboxSection = OutboxSection()
+    watchers: WatchersSection = WatchersSection()
+
+
+def load(path: Path) -> AgentConfig:
+    """Read and validate ``path``; relative paths in it are taken from the file's folder."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        cfg = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: " + describe(exc)) from exc
+    if cfg.uplink.reconnect_max < cfg.uplink.reconnect_min:
+        raise ConfigError(f"{path}: option uplink.reconnect_max must be >= uplink.reconnect_min")
+    return _resolve(cfg, path.parent)
+
+
+def _resolve(cfg: AgentConfig, base: Path) -> AgentConfig:
+    """Make the file's relative paths absolute against ``base``."""
+    agent = cfg.agent.model_copy(update={"bundle": base / cfg.agent.bundle, "data_dir": base / cfg.agent.data_dir})
+    host = cfg.watchers.host
+    if host.scenario is not None:
+        host = host.model_copy(update={"scenario": base / host.scenario})
+    watchers = cfg.watchers.model_copy(update={"host": host})
+    return cfg.model_copy(update={"agent": agent, "watchers": watchers})

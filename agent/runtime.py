@@ -1,0 +1,96 @@
+"""Runtime: wires watchers → state → outbox → uplink and schedules the watchers.
+
+The one-way flow of DESIGN.md: watchers return observations, state turns them into events, the
+outbox commits them, the uplink sends them. Nothing flows back except acks into the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.outbox import Outbox, Pending
+from agent.state import State
+from agent.uplink import Uplink, new_boot
+from agent.watchers import Watcher
+from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
+from protocol.keys import Bundle
+
+log = logging.getLogger("venueguard.agent")
+
+
+def build_watchers(cfg: AgentConfig) -> list[Watcher]:
+    """Instantiate and validate the enabled watchers; ValueError names a bad option."""
+    watchers: list[Watcher] = []
+    host = cfg.watchers.host
+    if host.enabled:
+        read = ScriptedInterfaces(host.scenario) if host.scenario else read_psutil
+        watchers.append(HostWatcher(interval=host.interval, include=host.include, exclude=host.exclude, read=read))
+    for w in watchers:
+        w.init()
+    return watchers
+
+
+@dataclass
+class _Slot:
+    watcher: Watcher
+    due: float = 0.0
+
+
+class Runtime:
+    """One agent run (one ``boot``)."""
+
+    def __init__(self, cfg: AgentConfig, bundle: Bundle, watchers: list[Watcher]) -> None:
+        self.cfg = cfg
+        self.bundle = bundle
+        self.boot = new_boot()
+        self.outbox = Outbox(cfg.agent.data_dir / "outbox.sqlite3", max_records=cfg.outbox.max_records,
+                             min_free_bytes=cfg.outbox.min_free_mb << 20)
+        self.state = State(self.outbox, cfg.agent.snapshot_interval)
+        self.uplink = Uplink(bundle, cfg.uplink, self.outbox, cfg.agent.heartbeat_interval, self.boot)
+        self._slots = [_Slot(w) for w in watchers]
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; records survive any kind of exit in the outbox."""
+        self._commit([self._started_event()])
+        self.uplink.start()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for slot in self._slots:
+                if now >= slot.due:
+                    slot.due = now + slot.watcher.interval
+                    self._commit(self._run_watcher(slot.watcher))
+            next_due = min((s.due for s in self._slots), default=now + 1.0)
+            self._stop.wait(max(0.0, min(next_due - time.monotonic(), 1.0)))
+        self.uplink.stop(flush_seconds=2.0)
+        self.outbox.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return."""
+        self._stop.set()
+
+    def _run_watcher(self, watcher: Watcher) -> list[Pending]:
+        """Collect once; a failing watcher becomes a ``watcher.error`` event, not a dead agent."""
+        try:
+            obs = watcher.collect()
+        except Exception as exc:  # noqa: BLE001 - any watcher failure is reported, never fatal
+            log.exception("watcher %s failed", watcher.name)
+            return self.state.error(watcher.name, f"{type(exc).__name__}: {exc}")
+        return self.state.recovered(watcher.name) + self.state.observe(watcher.name, obs)
+
+    def _commit(self, events: list[Pending]) -> None:
+        if events:
+            self.outbox.append_many(events)
+            self.uplink.wake.set()
+
+    def _started_event(self) -> Pending:
+        """``agent.started`` says which run this is and since when the previous one was silent."""
+        data = {"boot": self.boot, "version": __version__, "venue_id": self.bundle.venue_id,
+                "previous_boot": self.outbox.load_state("boot"), "last_alive": self.outbox.load_state("alive")}
+        self.outbox.save_state("boot", self.boot)
+        return Pending("ev", "agent.started", time.time(), data)

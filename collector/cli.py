@@ -1,0 +1,116 @@
+"""``venueguard-collector``: run, enroll agents, verify the vault, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from collector import config
+from collector.strings import t
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="venueguard-collector", description="VenueGuard collector")
+    parser.add_argument("--config", type=Path, default=None, help="collector TOML config (default: embedded defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="ingest from the broker and serve the pages")
+    enroll = sub.add_parser("enroll", help="register an agent and write its enrollment bundle")
+    enroll.add_argument("agent_id")
+    enroll.add_argument("--venue", required=True, help="venue id (考点编号)")
+    enroll.add_argument("--venue-name", default=None, help="venue name (考点名称), first enrollment only")
+    enroll.add_argument("--out", type=Path, default=None, help="bundle path (default: <agent_id>.bundle.json)")
+    sub.add_parser("verify-vault", help="re-hash the vault chain")
+    sub.add_parser("migrate", help="bring the database schema to the newest revision")
+    demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
+    demo.add_argument("--dir", type=Path, default=Path("venueguard-demo"), help="demo data dir (reused)")
+    demo.add_argument("--port", type=int, default=8080, help="web port")
+    demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = until Ctrl-C)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(t("config_error", detail=exc), file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.collector.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    handler = {"run": _run, "enroll": _enroll, "verify-vault": _verify, "migrate": _migrate, "demo": _demo}[args.command]
+    return handler(cfg, args)
+
+
+def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
+    from collector.runtime import Collector
+
+    collector = Collector(cfg)
+    collector.start()
+    print(t("running", broker=f"{cfg.broker.host}:{cfg.broker.port}", web=f"{cfg.web.host}:{cfg.web.port}"), file=sys.stderr)
+    _wait_for_signal()
+    collector.stop()
+    print(t("stopped"), file=sys.stderr)
+    return 0
+
+
+def _enroll(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
+    from collector import keys
+    from collector.enroll import enroll
+    from collector.runtime import open_store
+    from protocol.errors import ProtocolError
+
+    store = open_store(cfg)
+    key = keys.load_or_create(cfg.collector.data_dir / "collector.key")
+    out = args.out or Path(f"{args.agent_id}.bundle.json")
+    try:
+        enroll(store, key, args.agent_id, args.venue, venue_name=args.venue_name,
+               broker_host=cfg.broker.public_host or cfg.broker.host,
+               broker_port=cfg.broker.public_port or cfg.broker.port, out=out)
+    except ProtocolError as exc:
+        print(t("enroll_error", detail=exc.detail), file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(t("enrolled", agent_id=args.agent_id, venue_id=args.venue, path=out))
+    return 0
+
+
+def _verify(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
+    from collector.vault import Vault, VaultError
+
+    vault = Vault(cfg.collector.data_dir / "vault")
+    try:
+        count = vault.verify()
+    except VaultError as exc:
+        print(t("vault_bad", detail=exc), file=sys.stderr)
+        return 1
+    print(t("vault_ok", count=count, head=vault.head))
+    return 0
+
+
+def _migrate(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
+    from collector.runtime import open_store
+
+    open_store(cfg).close()
+    print(t("migrated", url=cfg.database_url.split("@")[-1]))
+    return 0
+
+
+def _demo(_cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.demo import Demo
+
+    demo = Demo(args.dir.resolve(), web_port=args.port)
+    return demo.run(args.duration)
+
+
+def _wait_for_signal(duration: float = 0) -> None:
+    """Block until SIGINT/SIGTERM (or ``duration`` seconds when > 0)."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait(duration or None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Collector configuration: one TOML file (or the embedded defaults), unknown keys are errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.settings import describe
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the option and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CollectorSection(_Section):
+    """[collector]: where data lives."""
+
+    data_dir: Path = Field(Path("venueguard-data"), description="Vault, keys and the default SQLite index.")
+    database_url: str = Field("", description="SQLAlchemy URL of the index; empty = SQLite in data_dir.")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+
+class BrokerSection(_Section):
+    """[broker]: the MQTT broker the collector subscribes through."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str = Field("venueguard-collector", description="MQTT identity; its persistent session is keyed on it.")
+    public_host: str = Field("", description="Broker address written into enrollment bundles; empty = host.")
+    public_port: int = Field(0, ge=0, le=65535, description="Broker port for bundles; 0 = port.")
+
+
+class IngestSection(_Section):
+    """[ingest]: verification and liveness."""
+
+    deadline_factor: float = Field(3.0, ge=1, description="Offline after this many missed heartbeat intervals.")
+    gap_grace: float = Field(30.0, ge=0, description="Seconds a seq hole may last before it is reported.")
+    max_clock_skew: float = Field(2.0, gt=0, description="Agent clock offset (s) reported as clock skew.")
+    batch_max: int = Field(1000, ge=1, description="Messages per vault fsync at most.")
+
+
+class WebSection(_Section):
+    """[web]: the pages."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class CollectorConfig(_Section):
+    """The whole collector configuration."""
+
+    collector: CollectorSection = CollectorSection()
+    broker: BrokerSection = BrokerSection()
+    ingest: IngestSection = IngestSection()
+    web: WebSection = WebSection()
+
+    @property
+    def database_url(self) -> str:
+        """The index URL, SQLite in the data dir by default."""
+        return self.collector.database_url or f"sqlite:///{self.collector.data_dir / 'index.sqlite3'}"
+
+
+def load(path: Path | None) -> CollectorConfig:
+    """Read ``path`` (None = embedded defaults); relative paths are taken from the file's folder."""
+    if path is None:
+        return CollectorConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        cfg = CollectorConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe(exc)}") from exc
+    section = cfg.collector.model_copy(update={"data_dir": path.parent / cfg.collector.data_dir})
+    return cfg.model_copy(update={"collector": section})

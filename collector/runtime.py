@@ -1,0 +1,66 @@
+"""Wiring of the collector: one place builds store, vault, ingest, service and web."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from collector import keys
+from collector.config import CollectorConfig
+from collector.ingest import Ingestor
+from collector.service import IngestService
+from collector.store import Store
+from collector.vault import Vault
+from collector.web.app import create_app
+
+log = logging.getLogger("venueguard.collector")
+
+
+def open_store(cfg: CollectorConfig) -> Store:
+    """The migrated store of this configuration."""
+    cfg.collector.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.database_url)
+    store.migrate()
+    return store
+
+
+class Collector:
+    """A running collector: ingest from the broker, and the web pages."""
+
+    def __init__(self, cfg: CollectorConfig, *, web: bool = True) -> None:
+        self.cfg = cfg
+        data = cfg.collector.data_dir
+        self.store = open_store(cfg)
+        self.key = keys.load_or_create(data / "collector.key")
+        self.vault = Vault(data / "vault")
+        ing = cfg.ingest
+        self.ingestor = Ingestor(self.store, self.vault, self.key, deadline_factor=ing.deadline_factor,
+                                 gap_grace=ing.gap_grace, max_clock_skew=ing.max_clock_skew)
+        self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.broker.client_id, ing.batch_max)
+        self._web: uvicorn.Server | None = None
+        if web:
+            config = uvicorn.Config(create_app(self.store), host=cfg.web.host, port=cfg.web.port, log_level="warning")
+            self._web = uvicorn.Server(config)
+        self._web_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Index what the vault has beyond the store, then start ingest and the web."""
+        self.ingestor.load()
+        self.service.start()
+        if self._web is not None:
+            self._web_thread = threading.Thread(target=self._web.run, name="web", daemon=True)
+            self._web_thread.start()
+        log.info("collector running: broker %s:%s, web http://%s:%s/", self.cfg.broker.host, self.cfg.broker.port,
+                 self.cfg.web.host, self.cfg.web.port)
+
+    def stop(self) -> None:
+        """Stop ingest (finishing the current batch), the web, and close files."""
+        self.service.stop()
+        if self._web is not None:
+            self._web.should_exit = True
+            if self._web_thread:
+                self._web_thread.join(timeout=10)
+        self.vault.close()
+        self.store.close()

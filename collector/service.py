@@ -1,0 +1,121 @@
+"""The ingest service: the collector's only MQTT code.
+
+Subscribes to every agent stream with a persistent MQTT v5 session (so the broker queues while
+the collector is down) and manual acknowledgement: a message is PUBACKed to the broker only
+after the ingestor has vaulted and indexed it, so a collector killed mid-batch gets it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from collector.ingest import Ingestor, Message
+from protocol import topics
+
+log = logging.getLogger("venueguard.collector.service")
+
+#: The broker keeps the collector's session (and queues for it) this long while it is away.
+SESSION_EXPIRY = 7 * 24 * 3600
+
+
+class IngestService:
+    """Feeds MQTT messages to an :class:`Ingestor` in batches and publishes its acks.
+
+    Args:
+        ingestor: the verification and storage logic.
+        host: broker host.
+        port: broker port.
+        client_id: the collector's MQTT identity (its persistent session is keyed on it).
+        batch_max: messages handled per vault fsync at most.
+    """
+
+    def __init__(self, ingestor: Ingestor, host: str, port: int, client_id: str = "venueguard-collector",
+                 batch_max: int = 1000) -> None:
+        self.ingestor = ingestor
+        self.batch_max = batch_max
+        self.connected = threading.Event()
+        self._queue: queue.Queue[tuple[Message, int, int]] = queue.Queue()
+        self._stop = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(0.5, 10)
+        self._client.max_inflight_messages_set(1000)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY
+        props.ReceiveMaximum = 1000
+        self._client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
+        self._worker = threading.Thread(target=self._work, name="ingest", daemon=True)
+
+    def start(self) -> None:
+        """Connect (retrying in the background) and start the worker."""
+        self._client.loop_start()
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Finish the current batch, then disconnect."""
+        self._stop.set()
+        self._worker.join(timeout=30)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the collector: %s", reason)
+            return
+        client.subscribe([(f"{topics.PREFIX}/+/{s}", 1) for s in topics.AGENT_STREAMS])
+        self.connected.set()
+        log.info("collector connected to the broker")
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        log.warning("collector lost the broker: %s", reason)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put((Message(msg.topic, msg.payload, time.time()), msg.mid, msg.qos))
+
+    def _work(self) -> None:
+        """Batch, handle, publish acks, then PUBACK; run the periodic checks between batches."""
+        next_tick = 0.0
+        while not self._stop.is_set():
+            batch = self._take(timeout=0.2)
+            if batch:
+                self._handle(batch)
+            if time.monotonic() >= next_tick:
+                self.ingestor.tick()
+                next_tick = time.monotonic() + 0.5
+
+    def _handle(self, batch: list[tuple[Message, int, int]]) -> None:
+        try:
+            acks = self.ingestor.handle([m for m, _, _ in batch])
+        except Exception:  # noqa: BLE001 - e.g. the vault's disk failed; keep running
+            # Nothing is acknowledged: the agents resend after their ack timeout.
+            log.exception("ingest batch failed; %d messages left unacknowledged", len(batch))
+            time.sleep(1.0)
+            return
+        for name, payload in acks:
+            self._client.publish(name, payload, qos=1)
+        for _, mid, qos in batch:
+            self._client.ack(mid, qos)
+
+    def _take(self, timeout: float) -> list[tuple[Message, int, int]]:
+        try:
+            items = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < self.batch_max:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items

@@ -1,0 +1,238 @@
+"""The SQL store: the registry and an index of the vault, on SQLite or PostgreSQL.
+
+Writes come from one thread (ingest) in one transaction per batch; pages read concurrently.
+The vault is the truth: every indexed row names its ``vault_index`` so the index can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.engine import Engine
+
+from collector.store import schema
+
+#: Dead-letter payloads are kept up to this size; the hash always covers the whole payload.
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """An enrolled agent as the registry knows it."""
+
+    id: str
+    venue_id: str
+    public_key: str
+    revoked: bool
+    online: bool
+    boot: str | None
+    last_seen: float | None
+    last_heartbeat: float | None
+    heartbeat_interval: float | None
+    outbox_depth: int | None
+    clock_offset: float | None
+    acked_seq: int
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A record to index (an agent's, or the collector's own event with ``seq`` None)."""
+
+    agent_id: str
+    venue_id: str
+    seq: int | None
+    boot: str | None
+    stream: str
+    kind: str
+    at: float
+    received_at: float
+    data: dict[str, Any]
+    digest: str
+    vault_index: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that was refused, and why."""
+
+    received_at: float
+    topic: str
+    agent_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass
+class Batch:
+    """Everything one ingest round writes, committed in one transaction."""
+
+    records: list[NewRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def update_agent(self, agent_id: str, **values: Any) -> None:
+        """Merge column updates for one agent."""
+        self.agents.setdefault(agent_id, {}).update(values)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.dead_letters or self.agents)
+
+
+class Store:
+    """Registry and index on one SQLAlchemy engine.
+
+    Args:
+        url: a SQLAlchemy URL, e.g. ``sqlite:///data/index.sqlite3`` or
+            ``postgresql+psycopg://127.0.0.1/test``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def add_venue(self, venue_id: str, name: str | None = None) -> None:
+        """Create a venue if it does not exist."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(schema.venues.c.id).where(schema.venues.c.id == venue_id)).first() is None:
+                conn.execute(schema.venues.insert().values(id=venue_id, name=name or venue_id, created_at=time.time()))
+
+    def enroll_agent(self, agent_id: str, venue_id: str, public_key: str) -> None:
+        """Register (or re-key) an agent; its venue must exist."""
+        values = dict(venue_id=venue_id, public_key=public_key, enrolled_at=time.time(), revoked=False)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(schema.agents.c.id).where(schema.agents.c.id == agent_id)).first() is None:
+                conn.execute(schema.agents.insert().values(id=agent_id, online=False, acked_seq=0, **values))
+            else:
+                conn.execute(schema.agents.update().where(schema.agents.c.id == agent_id).values(**values))
+
+    def agents(self) -> list[AgentRow]:
+        """All enrolled agents."""
+        cols = [getattr(schema.agents.c, f) for f in AgentRow.__dataclass_fields__]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*cols).order_by(schema.agents.c.id)).all()
+        return [AgentRow(*r) for r in rows]
+
+    def venues(self) -> list[dict[str, Any]]:
+        """All venues."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.venues).order_by(schema.venues.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def seqs_above(self, agent_id: str, after: int) -> set[int]:
+        """Seqs stored for ``agent_id`` above its contiguous watermark (out-of-order arrivals)."""
+        r = schema.records.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(r.seq).where(r.agent_id == agent_id, r.seq > after)).all()
+        return {row[0] for row in rows}
+
+    def digests(self, agent_id: str, seqs: Iterable[int]) -> dict[int, str]:
+        """Stored digests of some of an agent's seqs, to tell a resend from a forgery."""
+        r = schema.records.c
+        seqs = list(seqs)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(r.seq, r.digest).where(r.agent_id == agent_id, r.seq.in_(seqs))).all()
+        return {s: d for s, d in rows}
+
+    def max_vault_index(self) -> int:
+        """Highest vault index indexed so far (-1 when empty)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(schema.records.c.vault_index))).scalar()
+        return -1 if value is None else int(value)
+
+    def commit(self, batch: Batch) -> None:
+        """Write one ingest round atomically."""
+        with self.engine.begin() as conn:
+            if batch.records:
+                conn.execute(schema.records.insert(), [r.__dict__ for r in batch.records])
+            if batch.dead_letters:
+                conn.execute(schema.dead_letters.insert(), [_dead_row(d) for d in batch.dead_letters])
+            for agent_id, values in batch.agents.items():
+                conn.execute(schema.agents.update().where(schema.agents.c.id == agent_id).values(**values))
+
+    # -- queries for pages and tests -----------------------------------------------------------
+
+    def latest_records(self, limit: int = 50, stream: str | None = None) -> list[dict[str, Any]]:
+        """Newest indexed records first."""
+        r = schema.records
+        q = sa.select(r).order_by(r.c.received_at.desc(), r.c.id.desc()).limit(limit)
+        if stream:
+            q = q.where(r.c.stream == stream)
+        with self.engine.connect() as conn:
+            return [dict(m) for m in conn.execute(q).mappings().all()]
+
+    def record_seqs(self, agent_id: str) -> list[int]:
+        """Every seq stored for an agent, in order (duplicates would show twice)."""
+        r = schema.records.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(r.seq).where(r.agent_id == agent_id, r.seq.is_not(None)).order_by(r.seq)).all()
+        return [row[0] for row in rows]
+
+    def records_of(self, agent_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """An agent's records (collector events included), oldest first."""
+        r = schema.records
+        q = sa.select(r).where(r.c.agent_id == agent_id).order_by(r.c.id)
+        if kind:
+            q = q.where(r.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(m) for m in conn.execute(q).mappings().all()]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter, oldest first."""
+        with self.engine.connect() as conn:
+            return [dict(m) for m in conn.execute(sa.select(schema.dead_letters).order_by(schema.dead_letters.c.id)).mappings().all()]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """The dead-letter counter per reason."""
+        d = schema.dead_letters.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(d.reason, sa.func.count()).group_by(d.reason)).all()
+        return {reason: n for reason, n in rows}
+
+
+def _dead_row(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "received_at": d.received_at, "topic": d.topic[:300], "agent_id": d.agent_id, "reason": d.reason,
+        "detail": d.detail, "payload_size": len(d.payload), "payload_sha256": hashlib.sha256(d.payload).hexdigest(),
+        "payload": d.payload[:DEAD_LETTER_KEEP_BYTES],
+    }
+
+
+def _engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL (pages read while ingest writes) and a busy timeout."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # the vault, fsynced, is the durable copy
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine

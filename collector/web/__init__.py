@@ -1,0 +1,1 @@
+"""The collector's web pages and JSON API."""

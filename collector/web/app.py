@@ -1,0 +1,77 @@
+"""The minimal page and its JSON API: venues, agents and the latest events.
+
+Later issues build the real dashboards on this; the page reads only the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from collector.store import Store
+from collector.web.strings import t
+
+REFRESH_SECONDS = 5
+_CN = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def overview(store: Store, limit: int = 50) -> dict[str, Any]:
+    """The page's data: venues with their agents, latest events, dead-letter counts."""
+    agents = store.agents()
+    venues = [
+        {"id": v["id"], "name": v["name"], "agents": [
+            {"id": a.id, "online": a.online, "seen": a.last_seen is not None, "last_heartbeat": a.last_heartbeat,
+             "outbox_depth": a.outbox_depth, "clock_offset": a.clock_offset, "acked_seq": a.acked_seq}
+            for a in agents if a.venue_id == v["id"]]}
+        for v in store.venues()
+    ]
+    events = [
+        {"agent_id": r["agent_id"], "venue_id": r["venue_id"], "seq": r["seq"], "kind": r["kind"], "at": r["at"],
+         "received_at": r["received_at"], "data": r["data"]}
+        for r in store.latest_records(limit)
+    ]
+    return {"generated_at": time.time(), "venues": venues, "events": events, "dead_letters": store.dead_letter_counts()}
+
+
+def create_app(store: Store) -> FastAPI:
+    """The FastAPI application over ``store``."""
+    app = FastAPI(title="VenueGuard collector", version="0.1.0")
+    templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+    templates.env.globals.update(t=t, when=_when, brief=_brief, refresh=REFRESH_SECONDS)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request) -> HTMLResponse:
+        """总览: venues, agents, latest events; reloads itself."""
+        return templates.TemplateResponse(request, "index.html", overview(store))
+
+    @app.get("/api/v1/overview")
+    def api_overview(limit: int = 50) -> dict[str, Any]:
+        """The data of the page, as JSON."""
+        return overview(store, min(max(limit, 1), 500))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness for service managers."""
+        return {"status": "ok"}
+
+    return app
+
+
+def _when(ts: float | None) -> str:
+    """A timestamp in China Standard Time, as staff read it."""
+    if ts is None:
+        return "—"
+    return dt.datetime.fromtimestamp(ts, _CN).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _brief(data: dict[str, Any]) -> str:
+    """Short rendering of an event's data for the table."""
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 160 else text[:157] + "…"

@@ -1,0 +1,1 @@
+"""Wire protocol shared by the agent and the collector: envelopes, topics and keys."""

@@ -1,0 +1,76 @@
+"""Fixtures: real Mosquitto on free ports, stores on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from collector.broker import Mosquitto
+from collector.store import Store
+
+#: The PostgreSQL server of these machines (trust auth); override with VENUEGUARD_TEST_PG.
+PG_URL = os.environ.get("VENUEGUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Start Mosquitto processes on free ports; all are stopped after the test."""
+    started: list[Mosquitto] = []
+
+    def make(**kw: object) -> Mosquitto:
+        broker = Mosquitto(tmp_path / f"broker{len(started)}", **kw)  # type: ignore[arg-type]
+        started.append(broker.start())
+        return broker
+
+    yield make
+    for b in started:
+        b.kill()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    """One Mosquitto with persistence."""
+    return broker_factory()
+
+
+def _pg_schema_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    else:
+        yield from _pg_schema_url()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL only."""
+    yield from _pg_schema_url()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated store on each backend."""
+    s = Store(db_url)
+    s.migrate()
+    yield s
+    s.close()
