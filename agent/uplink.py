@@ -22,6 +22,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.config import UplinkSection
@@ -172,9 +174,14 @@ class Uplink:
         self._disconnect()
 
     def _disconnect(self) -> None:
+        """Close the connection; on a deliberate stop ask the broker to publish our Last Will,
+        so the collector sees this run end at once (a plain DISCONNECT would suppress it)."""
         if self._client is not None:
             try:
-                self._client.disconnect()
+                if self.status.connected and self._stop.is_set():
+                    self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=0x04))
+                else:
+                    self._client.disconnect()
                 self._client.loop(timeout=0.1)
             except Exception:  # noqa: BLE001 - best effort on a dying socket
                 pass

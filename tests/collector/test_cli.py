@@ -1,0 +1,65 @@
+"""The collector CLI: enrollment writes a private bundle and registers the key; config errors
+and a tampered vault are reported in Chinese with a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.cli import main
+from collector.store import Store
+from protocol import keys
+
+
+def _cfg(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "collector.toml"
+    path.write_text(f'[collector]\ndata_dir = "data"\n{extra}\n[broker]\nport = 18830\npublic_host = "mqtt.example.test"\n')
+    return path
+
+
+def test_enroll_registers_the_key_and_writes_the_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bundle names the public broker, holds the key the registry has, and is mode 0600."""
+    cfg = _cfg(tmp_path)
+    out = tmp_path / "srv1.json"
+    assert main(["--config", str(cfg), "enroll", "gz-th01-srv1", "--venue", "GZ-TH01", "--venue-name", "天河考点", "--out", str(out)]) == 0
+    assert "已注册代理 gz-th01-srv1" in capsys.readouterr().out
+    bundle = keys.read_bundle(out)
+    assert (bundle.broker_host, bundle.broker_port, bundle.venue_id) == ("mqtt.example.test", 18830, "GZ-TH01")
+    assert out.stat().st_mode & 0o777 == 0o600
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'index.sqlite3'}")
+    (agent,) = store.agents()
+    assert agent.public_key == keys.public_b64(bundle.private_key)
+    assert store.venues()[0]["name"] == "天河考点"
+    assert (tmp_path / "data" / "collector.key").stat().st_mode & 0o777 == 0o600
+    # Re-enrolling replaces the key: the old bundle is no longer the registered one.
+    assert main(["--config", str(cfg), "enroll", "gz-th01-srv1", "--venue", "GZ-TH01", "--out", str(out)]) == 0
+    assert store.agents()[0].public_key != agent.public_key
+
+
+def test_enroll_refuses_an_unsafe_agent_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An id that cannot be an MQTT topic level is refused with a reason."""
+    assert main(["--config", str(_cfg(tmp_path)), "enroll", "a/b", "--venue", "V"]) == 2
+    assert "注册失败" in capsys.readouterr().err
+
+
+def test_bad_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt option is an error naming it, not a silent default."""
+    assert main(["--config", str(_cfg(tmp_path, "databse_url = 'x'")), "migrate"]) == 2
+    assert "option collector.databse_url: unknown option" in capsys.readouterr().err
+
+
+def test_verify_vault_reports_tampering(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """verify-vault passes on an intact vault and fails, naming the spot, on a changed one."""
+    from collector.vault import Vault
+
+    cfg = _cfg(tmp_path)
+    vault = Vault(tmp_path / "data" / "vault")
+    vault.append([(1.0, "t", '{"a":1}'), (2.0, "t", '{"a":2}')])
+    vault.close()
+    assert main(["--config", str(cfg), "verify-vault"]) == 0
+    assert "证据库校验通过：2 条" in capsys.readouterr().out
+    seg = vault.segments()[0]
+    seg.write_bytes(seg.read_bytes().replace(b'\\"a\\":1', b'\\"a\\":7'))
+    assert main(["--config", str(cfg), "verify-vault"]) == 1
+    assert "证据库校验失败" in capsys.readouterr().err
