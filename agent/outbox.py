@@ -197,6 +197,38 @@ class Outbox:
                 raise
         return n
 
+    def rebase(self, floor: int) -> int:
+        """Renumber every row above ``floor`` when the collector already holds seqs up to it.
+
+        That happens when this outbox was lost or replaced (a reinstall that kept the bundle):
+        our seqs restarted while the collector's did not, so our records would look like rewrites
+        of records it holds. Renumbering keeps every record; ``outbox.rebased`` records that it
+        happened. Returns the number of rows renumbered.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                old_last = self._meta_int("last_seq")
+                rows = self._db.execute("SELECT seq, stream, body FROM records ORDER BY seq").fetchall()
+                self._db.execute("DELETE FROM records")
+                seq = floor
+                for _, stream, body in rows:
+                    seq += 1
+                    rec = json.loads(body)
+                    rec["seq"] = seq
+                    self._db.execute("INSERT INTO records(seq, stream, body) VALUES (?, ?, ?)", (seq, stream, _dump(rec)))
+                seq += 1
+                data = {"collector_acked": floor, "previous_last_seq": old_last, "rows_renumbered": len(rows)}
+                self._db.execute("INSERT INTO records(seq, stream, body) VALUES (?, 'ev', ?)",
+                                 (seq, _dump(record("outbox.rebased", time.time(), data, seq=seq))))
+                self._set_meta("last_seq", seq)
+                self._set_meta("acked_seq", floor)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
     def depth(self) -> int:
         """Rows waiting for an ack."""
         with self._lock:

@@ -303,6 +303,13 @@ class Uplink:
     def _apply_ack(self, data: dict[str, Any]) -> None:
         """Delete what the collector holds; schedule the ranges it says are missing."""
         acked = int(data.get("acked", 0))
+        if acked > self.outbox.last_seq():
+            log.error("collector holds seqs up to %d but this outbox only reached %d: it was replaced; "
+                      "renumbering pending records after %d", acked, self.outbox.last_seq(), acked)
+            self.outbox.rebase(acked)
+            self.status.acked_seq = self._sent_upto = acked
+            self._last_progress = time.monotonic()
+            return
         if acked > self.status.acked_seq:
             self.outbox.ack(acked)
             self.status.acked_seq = acked

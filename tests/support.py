@@ -113,10 +113,15 @@ def agent_toml(home: Path, bundle: Path, *, interval: float = 0.05, heartbeat: f
 
 def outbox_state(home: Path) -> tuple[int, int]:
     """``(last_seq, depth)`` of an agent's outbox, read without disturbing the agent."""
-    db = sqlite3.connect(f"file:{home / 'data' / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=10)
+    path = home / "data" / "outbox.sqlite3"
+    if not path.exists():
+        return 0, 0  # the agent process has not created it yet
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         row = db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         depth = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0, 0  # created but its tables not yet
     finally:
         db.close()
     return (int(row[0]) if row else 0), depth

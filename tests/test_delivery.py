@@ -6,6 +6,7 @@ Real Mosquitto, a real collector process and a real agent process; failures are 
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -83,3 +84,22 @@ def test_broker_drops_queued_messages_beyond_its_limit(tmp_path: Path, broker_fa
     _finish(rig, before + 60)
     assert "being dropped" in (broker.workdir / "mosquitto.log").read_text()  # the premise held
     assert "resend" in (tmp_path / "agent.log").read_text()
+
+
+def test_agent_reinstalled_with_an_empty_outbox_keeps_every_record(tmp_path: Path, broker: Mosquitto) -> None:
+    """The agent's data dir is wiped (reinstall, same bundle): its seqs restart at 1 while the
+    collector holds more; the agent renumbers above the collector's watermark and loses nothing."""
+    rig = Rig(tmp_path, broker.port)
+    rig.collector.start()
+    rig.agent.start()
+    wait_for(lambda: outbox_state(rig.home)[0] >= 150 and rig.drained(), DRAIN, 0.25, "the first install to deliver")
+    held = len(rig.seqs())
+    rig.agent.stop()
+    shutil.rmtree(rig.home / "data")
+    rig.agent.start()
+    wait_for(lambda: outbox_state(rig.home)[0] > held + 100 and rig.drained(), DRAIN, 0.25, "the reinstall to deliver")
+    rebased = rig.store.records_of("a1", "outbox.rebased")
+    assert len(rebased) == 1 and rebased[0]["data"]["collector_acked"] >= held
+    kinds = [r["kind"] for r in rig.store.records_of("a1") if r["seq"] and r["seq"] > held]
+    assert kinds.count("agent.started") == 1 and kinds.count("host.snapshot") >= 1
+    rig.stop()

@@ -61,3 +61,16 @@ def test_state_survives_reopen(tmp_path: Path) -> None:
     box.save_state("host", {"interfaces": {"eth0": {}}})
     box.close()
     assert Outbox(tmp_path / "o.sqlite3").load_state("host") == {"interfaces": {"eth0": {}}}
+
+
+def test_rebase_renumbers_pending_records_after_the_collectors_watermark(tmp_path: Path) -> None:
+    """A replaced outbox whose seqs restarted is renumbered above what the collector holds,
+    keeping every record and saying so."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.append_many([Pending("ev", f"k{i}", 0.0, {}) for i in range(3)])
+    assert box.rebase(40) == 3
+    rows = box.pending(0, 10)
+    assert [(r.seq, r.record["seq"], r.record["kind"]) for r in rows] == [
+        (41, 41, "k0"), (42, 42, "k1"), (43, 43, "k2"), (44, 44, "outbox.rebased")]
+    assert rows[-1].record["data"] == {"collector_acked": 40, "previous_last_seq": 3, "rows_renumbered": 3}
+    assert box.append("ev", "next", {}) == 45 and box.acked_seq() == 40
