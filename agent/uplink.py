@@ -71,7 +71,8 @@ class Uplink:
         self.heartbeat_interval = heartbeat_interval
         self.boot = boot
         self.status = UplinkStatus(acked_seq=outbox.acked_seq())
-        self.wake = threading.Event()
+        self.wake = threading.Event()  # set when records were committed: look at the outbox now
+        self._next_poll = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._client: mqtt.Client | None = None
@@ -161,6 +162,7 @@ class Uplink:
         self._sent_upto = self.status.acked_seq  # whatever was in flight may be lost: resend
         self._last_progress = time.monotonic()
         self._next_heartbeat = 0.0
+        self.wake.set()
         log.info("connected to broker as %s (boot %s)", self.bundle.agent_id, self.boot)
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -204,10 +206,14 @@ class Uplink:
             self.status.resends += 1
             self._sent_upto = self.status.acked_seq
             self._last_progress = now
+            self.wake.set()
         while self._resend:
             first, last = self._resend.pop(0)
             self._send_rows(self.outbox.pending(first - 1, last - first + 1))
-        self._send_new()
+        if self.wake.is_set() or now >= self._next_poll:
+            self.wake.clear()
+            self._next_poll = now + 1.0  # appends by another process are picked up within a second
+            self._send_new()
         self.status.sent_upto = self._sent_upto
 
     def _send_new(self) -> None:
@@ -281,6 +287,7 @@ class Uplink:
         self._blocked_until = time.monotonic() + self._failure_backoff
         self._failure_backoff = min(self._failure_backoff * 2, self.cfg.reconnect_max)
         self._sent_upto = self.status.acked_seq
+        self.wake.set()
 
     # -- acks and commands ---------------------------------------------------------------------
 
@@ -309,12 +316,14 @@ class Uplink:
             self.outbox.rebase(acked)
             self.status.acked_seq = self._sent_upto = acked
             self._last_progress = time.monotonic()
+            self.wake.set()
             return
         if acked > self.status.acked_seq:
             self.outbox.ack(acked)
             self.status.acked_seq = acked
             self._sent_upto = max(self._sent_upto, acked)
             self._last_progress = time.monotonic()
+            self.wake.set()  # the window has room again
             self._resent_at = {k: v for k, v in self._resent_at.items() if k > acked}
         now = time.monotonic()
         for first, last in data.get("missing", []):
