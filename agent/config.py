@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.settings import describe
+from protocol.settings import ConfigError, load_toml
 
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file, the option and the fix."""
+__all__ = ["AgentConfig", "ConfigError", "load"]
 
 
 class _Section(BaseModel):
@@ -75,16 +72,7 @@ class AgentConfig(_Section):
 
 def load(path: Path) -> AgentConfig:
     """Read and validate ``path``; relative paths in it are taken from the file's folder."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        cfg = AgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: " + describe(exc)) from exc
+    cfg = load_toml(path, AgentConfig)
     if cfg.uplink.reconnect_max < cfg.uplink.reconnect_min:
         raise ConfigError(f"{path}: option uplink.reconnect_max must be >= uplink.reconnect_min")
     return _resolve(cfg, path.parent)

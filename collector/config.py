@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.settings import describe
+from protocol.settings import ConfigError, load_toml
 
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file, the option and the fix."""
+__all__ = ["CollectorConfig", "ConfigError", "load"]
 
 
 class _Section(BaseModel):
@@ -70,15 +67,6 @@ def load(path: Path | None) -> CollectorConfig:
     """Read ``path`` (None = embedded defaults); relative paths are taken from the file's folder."""
     if path is None:
         return CollectorConfig()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        cfg = CollectorConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe(exc)}") from exc
+    cfg = load_toml(path, CollectorConfig)
     section = cfg.collector.model_copy(update={"data_dir": path.parent / cfg.collector.data_dir})
     return cfg.model_copy(update={"collector": section})
