@@ -43,8 +43,13 @@ def _run(path: Path) -> int:
         print(t("config_error", detail=f"{path}: {exc}"), file=sys.stderr)
         return 2
     runtime = Runtime(cfg, bundle, watchers)
+
+    def _stop(*_: object) -> None:
+        print(t("stopping"), file=sys.stderr)
+        runtime.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: runtime.stop())
+        signal.signal(sig, _stop)
     print(t("started", agent_id=bundle.agent_id, venue_id=bundle.venue_id, data_dir=cfg.agent.data_dir), file=sys.stderr)
     runtime.run()
     print(t("stopped", depth=_depth(cfg)), file=sys.stderr)

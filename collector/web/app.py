@@ -25,15 +25,17 @@ _CN = dt.timezone(dt.timedelta(hours=8), "CST")
 def overview(store: Store, limit: int = 50) -> dict[str, Any]:
     """The page's data: venues with their agents, latest events, dead-letter counts."""
     agents = store.agents()
+    venue_rows = store.venues()
     venues = [
         {"id": v["id"], "name": v["name"], "agents": [
             {"id": a.id, "online": a.online, "seen": a.last_seen is not None, "last_heartbeat": a.last_heartbeat,
              "outbox_depth": a.outbox_depth, "clock_offset": a.clock_offset, "acked_seq": a.acked_seq}
             for a in agents if a.venue_id == v["id"]]}
-        for v in store.venues()
+        for v in venue_rows
     ]
+    names = {v["id"]: v["name"] for v in venue_rows}
     events = [
-        {"agent_id": r["agent_id"], "venue_id": r["venue_id"], "seq": r["seq"], "kind": r["kind"], "at": r["at"],
+        {"agent_id": r["agent_id"], "venue_id": r["venue_id"], "venue_name": names.get(r["venue_id"], r["venue_id"]), "seq": r["seq"], "kind": r["kind"], "at": r["at"],
          "received_at": r["received_at"], "data": r["data"]}
         for r in store.latest_records(limit)
     ]
@@ -44,7 +46,7 @@ def create_app(store: Store) -> FastAPI:
     """The FastAPI application over ``store``."""
     app = FastAPI(title="VenueGuard collector", version="0.1.0")
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-    templates.env.globals.update(t=t, when=_when, brief=_brief, refresh=REFRESH_SECONDS)
+    templates.env.globals.update(t=t, when=_when, summary=_summary, refresh=REFRESH_SECONDS)
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
@@ -71,7 +73,13 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, _CN).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _brief(data: dict[str, Any]) -> str:
-    """Short rendering of an event's data for the table."""
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True)
+def _summary(kind: str, data: dict[str, Any]) -> str:
+    """An event's data as staff read it: the kind's sentence from the catalogue, else short JSON."""
+    fields = {k: "、".join(map(str, v)) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        text = t(f"summary.{kind}", default="", **fields)
+    except (KeyError, IndexError):
+        text = ""  # the catalogue names a field this event lacks: show the raw data instead
+    if not text:
+        text = json.dumps(data, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 160 else text[:157] + "…"
