@@ -176,7 +176,7 @@ def run_agents(port: int, items: list[Item], *, rate: float = 0.0, acks: bool = 
 def raw_phase(tmp: Path, items: list[Item], timeout: float) -> dict[str, Any]:
     """Baseline: the same publisher code and payloads into a broker that only mosquitto_sub reads."""
     broker = Mosquitto(tmp / "raw-broker", persistence=False).start()
-    port, ready = str(broker.port), "bench/ready"
+    port, ready, sub = str(broker.port), "bench/ready", None
     try:
         # A retained marker shows when mosquitto_sub's subscriptions are live; -C counts it too.
         subprocess.run(["mosquitto_pub", "-p", port, "-t", ready, "-m", "go", "-r", "-q", "1"], check=True)
@@ -202,6 +202,8 @@ def raw_phase(tmp: Path, items: list[Item], timeout: float) -> dict[str, Any]:
         run["done"], run["end"] = got["lines"], (got["end"] or time.monotonic()) - run["t0"]
         return run
     finally:
+        if sub is not None and sub.poll() is None:
+            sub.kill()  # only on failure: it would otherwise keep reconnecting
         broker.stop()
 
 

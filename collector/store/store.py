@@ -170,8 +170,8 @@ class Store:
                 conn.execute(schema.records.insert(), [r.__dict__ for r in batch.records])
             if batch.dead_letters:
                 conn.execute(schema.dead_letters.insert(), [_dead_row(d) for d in batch.dead_letters])
-            for agent_id, values in batch.agents.items():
-                conn.execute(schema.agents.update().where(schema.agents.c.id == agent_id).values(**values))
+            for stmt, rows in _agent_updates(batch.agents):
+                conn.execute(stmt, rows)
 
     # -- queries for pages and tests -----------------------------------------------------------
 
@@ -211,6 +211,19 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(d.reason, sa.func.count()).group_by(d.reason)).all()
         return {reason: n for reason, n in rows}
+
+
+def _agent_updates(updates: dict[str, dict[str, Any]]) -> list[tuple[sa.Update, list[dict[str, Any]]]]:
+    """Per-agent updates grouped by the columns they set, one executemany each: hundreds of
+    single UPDATEs per batch were a third of the commit time."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for agent_id, values in updates.items():
+        groups.setdefault(tuple(sorted(values)), []).append({"p_id": agent_id, **{f"p_{k}": v for k, v in values.items()}})
+    a = schema.agents
+    return [
+        (a.update().where(a.c.id == sa.bindparam("p_id")).values({c: sa.bindparam(f"p_{c}") for c in cols}), rows)
+        for cols, rows in groups.items()
+    ]
 
 
 def _dead_row(d: DeadLetter) -> dict[str, Any]:
