@@ -12,9 +12,18 @@ import sqlalchemy as sa
 
 from collector.broker import Mosquitto
 from collector.store import Store
+from tests.support import Proc
 
 #: The PostgreSQL server of these machines (trust auth); override with VENUEGUARD_TEST_PG.
 PG_URL = os.environ.get("VENUEGUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    """Kill every collector or agent process a test started, even when the test failed."""
+    yield
+    while Proc.made:
+        Proc.made.pop().kill()
 
 
 @pytest.fixture

@@ -45,10 +45,14 @@ def collector_toml(data_dir: Path, broker_port: int, db_url: str = "", web_port:
 class Proc:
     """A VenueGuard process that a test can kill -9 and restart with the same arguments."""
 
+    #: Every Proc made; the ``_reap`` fixture kills what a failed test left running.
+    made: list["Proc"] = []
+
     def __init__(self, args: list[str], log: Path) -> None:
         self.args = args
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        Proc.made.append(self)
 
     def start(self) -> "Proc":
         fh = self.log.open("ab")
