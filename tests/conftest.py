@@ -83,3 +83,25 @@ def store(db_url: str) -> Iterator[Store]:
     s.migrate()
     yield s
     s.close()
+
+
+@pytest.fixture
+def lab() -> Iterator["Lab"]:
+    """A namespace LAN on 192.0.2.0/24, deleted after the test whatever happens (needs root)."""
+    from tests.netns import Lab, require_root
+
+    require_root()
+    with Lab() as made:
+        yield made
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_namespaces() -> Iterator[None]:
+    """Delete test namespaces a killed earlier run left behind, before and after the session."""
+    from tests.netns import leftover_namespaces, sh
+
+    for ns in leftover_namespaces():
+        sh("ip", "netns", "del", ns, check=False)
+    yield
+    for ns in leftover_namespaces():
+        sh("ip", "netns", "del", ns, check=False)
