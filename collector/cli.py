@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("--venue", required=True, help="venue id (考点编号)")
     enroll.add_argument("--venue-name", default=None, help="venue name (考点名称), first enrollment only")
     enroll.add_argument("--out", type=Path, default=None, help="bundle path (default: <agent_id>.bundle.json)")
+    inventory = sub.add_parser("inventory", help="registered devices of each venue")
+    inv_sub = inventory.add_subparsers(dest="inventory_command", required=True)
+    inv_import = inv_sub.add_parser("import", help="replace venues' inventories from a CSV file (all or nothing)")
+    inv_import.add_argument("file", type=Path, help="CSV with header venue_id,mac,ip,role,room,name")
+    inv_show = inv_sub.add_parser("show", help="print a venue's inventory")
+    inv_show.add_argument("venue_id")
     sub.add_parser("verify-vault", help="re-hash the vault chain")
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
@@ -38,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=cfg.collector.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    handler = {"run": _run, "enroll": _enroll, "verify-vault": _verify, "migrate": _migrate, "demo": _demo}[args.command]
+    handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "verify-vault": _verify, "migrate": _migrate,
+               "demo": _demo}[args.command]
     return handler(cfg, args)
 
 
@@ -74,6 +81,32 @@ def _enroll(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
         store.close()
     print(t("enrolled", agent_id=args.agent_id, venue_id=args.venue, path=out))
     return 0
+
+
+def _inventory(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.inventory import InventoryError, import_file
+    from collector.runtime import open_store
+
+    store = open_store(cfg)
+    try:
+        if args.inventory_command == "show":
+            inv = store.inventory(args.venue_id)
+            print(t("inventory_header", venue_id=inv.venue_id, version=inv.version, count=len(inv.devices)))
+            for d in inv.devices:
+                print(f"{d.mac}  {d.ip or 'DHCP':15}  {d.role:13}  {d.room}  {d.name}")
+            return 0
+        try:
+            versions = import_file(store, args.file)
+        except InventoryError as exc:
+            print(t("inventory_refused"), file=sys.stderr)
+            for err in exc.errors:
+                print(f"  {err}", file=sys.stderr)
+            return 2
+        for venue_id, version in versions.items():
+            print(t("inventory_imported", venue_id=venue_id, version=version))
+        return 0
+    finally:
+        store.close()
 
 
 def _verify(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:

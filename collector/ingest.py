@@ -22,6 +22,7 @@ import sqlalchemy.exc
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from collector.configpush import ConfigPublisher, Outgoing
 from collector.ledger import MAX_MISSING_RANGES, Track
 from collector.store.store import Batch, DeadLetter, NewRecord, Store
 from collector.vault import Vault
@@ -79,6 +80,7 @@ class Ingestor:
         self.clock = clock
         self.started = clock()
         self.tracks: dict[str, Track] = {}
+        self.configs = ConfigPublisher(store, key)
         self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "dead_letters": 0}
         self._registry_loaded = 0.0
 
@@ -127,8 +129,8 @@ class Ingestor:
 
     # -- the stream ----------------------------------------------------------------------------
 
-    def handle(self, messages: Iterable[Message]) -> list[tuple[str, bytes]]:
-        """Process a batch; return the acks ``(topic, payload)`` to publish once this returns."""
+    def handle(self, messages: Iterable[Message]) -> list[Outgoing]:
+        """Process a batch; return the acks to publish once this returns."""
         batch = Batch()
         accepted: list[_Accepted] = []
         ack_for: set[str] = set()
@@ -140,13 +142,8 @@ class Ingestor:
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; keep the evidence
                 log.exception("ingest failed on a message from %s", msg.topic)
                 self._dead(batch, msg, "internal_error", f"{type(exc).__name__}: {exc}")
-        indexes = self.vault.append([(a.received_at, a.topic, a.payload) for a in accepted])
-        for acc, idx in zip(accepted, indexes):
-            batch.records += self._index_rows(acc, idx)
-            batch.update_agent(acc.agent.agent_id, acked_seq=acc.agent.acked)
-        if batch:
-            self._commit(batch)
-        self.counters["accepted"] += sum(len(a.records) for a in accepted)
+        self._persist(batch, accepted)
+        self.counters["accepted"] += sum(len(a.records) for a in accepted if a.env is not None)
         return [self._ack(self.tracks[a]) for a in sorted(ack_for)]
 
     def _one(self, msg: Message, batch: Batch, accepted: list[_Accepted], ack_for: set[str]) -> None:
@@ -219,6 +216,7 @@ class Ingestor:
         """Birth brings an agent online; a Last Will counts only for the boot it belongs to."""
         rec = env.records[0] if env.records else {"kind": ""}
         if rec["kind"] == "birth":
+            self.configs.agent_has(track.agent_id, int(rec["data"].get("config_version", 0)))
             track.last_heartbeat = now
             track.heartbeat_interval = float(rec["data"].get("heartbeat_interval", track.heartbeat_interval))
             if track.boot != env.boot or not track.online:
@@ -234,8 +232,9 @@ class Ingestor:
 
     # -- periodic ------------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Time-driven checks: missed heartbeats and holes that outlived the grace period."""
+    def tick(self) -> list[Outgoing]:
+        """Time-driven work: missed heartbeats, holes that outlived the grace period, and configs
+        to publish; returns the messages to publish."""
         now = self.clock()
         batch, accepted = Batch(), []
         for track in self.tracks.values():
@@ -243,10 +242,17 @@ class Ingestor:
             if track.online and now - since > self.deadline_factor * track.heartbeat_interval:
                 self._set_offline(track, "heartbeat_timeout", now, batch, accepted, last_heartbeat=track.last_heartbeat)
             self._report_gaps(track, now, batch, accepted)
-        if accepted or batch:
-            indexes = self.vault.append([(a.received_at, a.topic, a.payload) for a in accepted])
-            for acc, idx in zip(accepted, indexes):
-                batch.records += self._index_rows(acc, idx)
+        self._persist(batch, accepted)
+        return self.configs.due(now)
+
+    def _persist(self, batch: Batch, accepted: list[_Accepted]) -> None:
+        """Vault (fsynced) first, then the index in one transaction."""
+        indexes = self.vault.append([(a.received_at, a.topic, a.payload) for a in accepted])
+        for acc, idx in zip(accepted, indexes):
+            batch.records += self._index_rows(acc, idx)
+            if acc.env is not None:
+                batch.update_agent(acc.agent.agent_id, acked_seq=acc.agent.acked)
+        if batch:
             self._commit(batch)
 
     def _note_gaps(self, track: Track, now: float) -> None:
@@ -319,12 +325,12 @@ class Ingestor:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _ack(self, track: Track) -> tuple[str, bytes]:
+    def _ack(self, track: Track) -> Outgoing:
         """A signed ack: the contiguous watermark and the holes to resend."""
         data = {"acked": track.acked, "missing": track.missing()[:MAX_MISSING_RANGES]}
         env = Envelope(track.agent_id, "collector", track.acked, round(self.clock(), 3), "ack",
                        (record("ack", self.clock(), data),)).signed(self.key)
-        return topics.topic(track.agent_id, "ack"), env.encode()
+        return topics.topic(track.agent_id, "ack"), env.encode(), False
 
     def _dead(self, batch: Batch, msg: Message, reason: str, detail: str) -> None:
         self.counters["dead_letters"] += 1

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collector.configpush import Outgoing
 from collector.ingest import Ingestor, Message
 from protocol import topics
 
@@ -92,7 +93,7 @@ class IngestService:
             if batch:
                 self._handle(batch)
             if time.monotonic() >= next_tick:
-                self.ingestor.tick()
+                self._publish(self.ingestor.tick())
                 next_tick = time.monotonic() + 0.5
 
     def _handle(self, batch: list[tuple[Message, int, int]]) -> None:
@@ -103,10 +104,13 @@ class IngestService:
             log.exception("ingest batch failed; %d messages left unacknowledged", len(batch))
             time.sleep(1.0)
             return
-        for name, payload in acks:
-            self._client.publish(name, payload, qos=1)
+        self._publish(acks)
         for _, mid, qos in batch:
             self._client.ack(mid, qos)
+
+    def _publish(self, messages: list[Outgoing]) -> None:
+        for name, payload, retain in messages:
+            self._client.publish(name, payload, qos=1, retain=retain)
 
     def _take(self, timeout: float) -> list[tuple[Message, int, int]]:
         try:

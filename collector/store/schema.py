@@ -11,6 +11,17 @@ venues = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("inventory_version", sa.Integer, nullable=False, server_default="0"),
+)
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("venue_id", sa.String(64), sa.ForeignKey("venues.id"), primary_key=True),
+    sa.Column("mac", sa.String(17), primary_key=True),
+    sa.Column("ip", sa.String(45)),  # NULL: DHCP allowed
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("room", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
 )
 
 agents = sa.Table(

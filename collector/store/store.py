@@ -18,6 +18,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
 from collector.store import schema
+from protocol.inventory import Device, Inventory
 
 #: Dead-letter payloads are kept up to this size; the hash always covers the whole payload.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
@@ -139,6 +140,34 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(schema.venues).order_by(schema.venues.c.id)).mappings().all()
         return [dict(r) for r in rows]
+
+    # -- inventory -----------------------------------------------------------------------------
+
+    def replace_inventory(self, venue_id: str, devices: Iterable[Device]) -> int:
+        """Make ``devices`` the venue's whole inventory; return the new version (old ones are superseded)."""
+        d, v = schema.devices, schema.venues
+        with self.engine.begin() as conn:
+            conn.execute(d.delete().where(d.c.venue_id == venue_id))
+            rows = [{"venue_id": venue_id, **dev.to_json()} for dev in devices]
+            if rows:
+                conn.execute(d.insert(), rows)
+            conn.execute(v.update().where(v.c.id == venue_id).values(inventory_version=v.c.inventory_version + 1))
+            return int(conn.execute(sa.select(v.c.inventory_version).where(v.c.id == venue_id)).scalar_one())
+
+    def inventory(self, venue_id: str) -> Inventory:
+        """The venue's current inventory."""
+        d, v = schema.devices, schema.venues
+        with self.engine.connect() as conn:
+            version = conn.execute(sa.select(v.c.inventory_version).where(v.c.id == venue_id)).scalar_one()
+            rows = conn.execute(sa.select(d.c.mac, d.c.ip, d.c.role, d.c.room, d.c.name)
+                                .where(d.c.venue_id == venue_id).order_by(d.c.mac)).all()
+        return Inventory(venue_id, int(version), tuple(Device(*r) for r in rows))
+
+    def inventory_versions(self) -> dict[str, int]:
+        """Inventory version of every venue."""
+        v = schema.venues.c
+        with self.engine.connect() as conn:
+            return {vid: int(ver) for vid, ver in conn.execute(sa.select(v.id, v.inventory_version)).all()}
 
     # -- ingest --------------------------------------------------------------------------------
 

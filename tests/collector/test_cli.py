@@ -63,3 +63,22 @@ def test_verify_vault_reports_tampering(tmp_path: Path, capsys: pytest.CaptureFi
     seg.write_bytes(seg.read_bytes().replace(b'\\"a\\":1', b'\\"a\\":7'))
     assert main(["--config", str(cfg), "verify-vault"]) == 1
     assert "证据库校验失败" in capsys.readouterr().err
+
+
+def test_inventory_import_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`inventory import` reports the new version, `inventory show` lists the devices; a bad file
+    lists its bad lines and exits 2."""
+    cfg = _cfg(tmp_path)
+    assert main(["--config", str(cfg), "enroll", "srv1", "--venue", "GZ-TH01", "--out", str(tmp_path / "b.json")]) == 0
+    good = tmp_path / "inv.csv"
+    good.write_text("venue_id,mac,ip,role,room,name\nGZ-TH01,00:11:22:33:44:01,192.0.2.21,摄像头,第1考场,前门\n")
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "inventory", "import", str(good)]) == 0
+    assert "版本 1" in capsys.readouterr().out
+    assert main(["--config", str(cfg), "inventory", "show", "GZ-TH01"]) == 0
+    assert "00:11:22:33:44:01  192.0.2.21" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("venue_id,mac,ip,role,room,name\nGZ-TH01,zz,192.0.2.21,camera,,\n")
+    assert main(["--config", str(cfg), "inventory", "import", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "未导入" in err and "第 2 行：MAC 地址 'zz' 不合法" in err

@@ -47,8 +47,9 @@ def setup(store: Store, tmp_path: Path):  # noqa: ANN201
     return ing, a, ckey, clock
 
 
-def _ack(acks: list[tuple[str, bytes]], ckey) -> dict:  # noqa: ANN001
-    (topic, payload), = acks
+def _ack(acks: list[tuple[str, bytes, bool]], ckey) -> dict:  # noqa: ANN001
+    (topic, payload, retain), = acks
+    assert retain is False
     env = decode(payload)
     assert topic == "vg/v1/a1/ack" and env.verify(ckey.public_key())
     return env.records[0]["data"]
@@ -144,3 +145,23 @@ def test_liveness_birth_will_and_heartbeat_deadline(setup, store: Store) -> None
     ing.handle([a.ctl("state", "death")])
     assert [r["data"]["reason"] for r in store.records_of("a1", "agent.offline")] == ["heartbeat_timeout", "last_will"]
     assert ing.vault.verify() == len(store.records_of("a1"))
+
+
+def test_config_is_published_signed_when_the_inventory_moves(setup, store: Store) -> None:  # noqa: ANN001
+    """A new inventory version goes out retained and signed to every agent of the venue, once; an
+    agent whose birth reports an older version gets it again."""
+    from protocol.inventory import Device, Inventory
+
+    ing, a, ckey, _ = setup
+    assert ing.tick() == []  # no inventory yet: nothing to push
+    store.replace_inventory("V1", [Device("00:11:22:33:44:01", "192.0.2.21", "camera")])
+    ing.configs._next_check = 0
+    (topic, payload, retain), = ing.tick()
+    env = decode(payload)
+    assert (topic, retain, env.stream, env.seq) == ("vg/v1/a1/cfg", True, "cfg", 1)
+    assert env.verify(ckey.public_key())
+    assert Inventory.from_json(env.records[0]["data"]["inventory"]).by_mac["00:11:22:33:44:01"].ip == "192.0.2.21"
+    ing.configs._next_check = 0
+    assert ing.tick() == []
+    ing.handle([a.ctl("state", "birth", heartbeat_interval=1.0, config_version=0)])
+    assert [t for t, _, _ in ing.tick()] == ["vg/v1/a1/cfg"]

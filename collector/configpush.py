@@ -1,0 +1,63 @@
+"""Signed configuration for agents: each venue's inventory, retained on ``vg/v1/<agent>/cfg``.
+
+The collector is the only publisher. It republishes when a venue's inventory version moves (an
+import by another process is noticed within seconds) and when an agent's birth reports an older
+version than the venue's (an agent enrolled or reinstalled later). Retained, so an agent that
+connects while the collector is down still gets it; signed, so nobody else can whitelist a device.
+"""
+
+from __future__ import annotations
+
+import time
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from collector.store import Store
+from protocol import topics
+from protocol.envelope import Envelope, record
+from protocol.inventory import Inventory
+
+#: ``(topic, payload, retain)`` for the service to publish.
+Outgoing = tuple[str, bytes, bool]
+CHECK_EVERY = 2.0
+
+
+def config_message(key: Ed25519PrivateKey, agent_id: str, inventory: Inventory, now: float) -> Outgoing:
+    """The signed, retained config of one agent; its seq is the inventory version."""
+    env = Envelope(agent_id, "collector", inventory.version, round(now, 3), "cfg",
+                   (record("config", now, {"inventory": inventory.to_json()}),))
+    return topics.topic(agent_id, "cfg"), env.signed(key).encode(), True
+
+
+class ConfigPublisher:
+    """Decides which agents need their config (re)published."""
+
+    def __init__(self, store: Store, key: Ed25519PrivateKey) -> None:
+        self.store = store
+        self.key = key
+        self.published: dict[str, int] = {}  # agent -> inventory version it has (or was sent)
+        self._next_check = 0.0
+
+    def agent_has(self, agent_id: str, version: int) -> None:
+        """What an agent reported holding (birth); an older one gets republished at the next check."""
+        if version < self.published.get(agent_id, 0):
+            self.published[agent_id] = version
+            self._next_check = 0.0
+
+    def due(self, now: float | None = None) -> list[Outgoing]:
+        """Configs to publish now (checks the store at most every CHECK_EVERY seconds)."""
+        mono = time.monotonic()
+        if mono < self._next_check:
+            return []
+        self._next_check = mono + CHECK_EVERY
+        versions = self.store.inventory_versions()
+        stale = [a for a in self.store.agents()
+                 if not a.revoked and versions.get(a.venue_id, 0) > 0
+                 and self.published.get(a.id, -1) < versions[a.venue_id]]
+        out: list[Outgoing] = []
+        cache: dict[str, Inventory] = {}
+        for agent in stale:
+            inv = cache.get(agent.venue_id) or cache.setdefault(agent.venue_id, self.store.inventory(agent.venue_id))
+            out.append(config_message(self.key, agent.id, inv, now or time.time()))
+            self.published[agent.id] = inv.version
+        return out
