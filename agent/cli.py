@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from agent import config
-from agent.runtime import Runtime, build_watchers
+from agent.runtime import Runtime
 from agent.strings import t
 from protocol.errors import ProtocolError
 from protocol.keys import read_bundle
@@ -38,11 +38,10 @@ def _run(path: Path) -> int:
         print(t("bundle_error", detail=exc.detail), file=sys.stderr)
         return 2
     try:
-        watchers = build_watchers(cfg)
+        runtime = Runtime(cfg, bundle)
     except ValueError as exc:
         print(t("config_error", detail=f"{path}: {exc}"), file=sys.stderr)
         return 2
-    runtime = Runtime(cfg, bundle, watchers)
 
     def _stop(*_: object) -> None:
         print(t("stopping"), file=sys.stderr)

@@ -10,21 +10,27 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from agent import __version__
 from agent.config import AgentConfig
 from agent.outbox import Outbox, Pending
+from agent.remote_config import RemoteConfig
 from agent.state import State
 from agent.uplink import Uplink, new_boot
 from agent.watchers import Watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
+from protocol.inventory import Inventory
 from protocol.keys import Bundle
 
 log = logging.getLogger("venueguard.agent")
 
 
-def build_watchers(cfg: AgentConfig) -> list[Watcher]:
-    """Instantiate and validate the enabled watchers; ValueError names a bad option."""
+def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None]) -> list[Watcher]:
+    """Instantiate and validate the enabled watchers; ValueError names a bad option.
+
+    ``inventory`` gives the collector-signed inventory in force, for watchers that judge against it.
+    """
     watchers: list[Watcher] = []
     host = cfg.watchers.host
     if host.enabled:
@@ -44,14 +50,20 @@ class _Slot:
 class Runtime:
     """One agent run (one ``boot``)."""
 
-    def __init__(self, cfg: AgentConfig, bundle: Bundle, watchers: list[Watcher]) -> None:
+    def __init__(self, cfg: AgentConfig, bundle: Bundle, watchers: list[Watcher] | None = None) -> None:
+        """Open the outbox and build the watchers (ValueError names a bad watcher option)."""
         self.cfg = cfg
         self.bundle = bundle
         self.boot = new_boot()
         self.outbox = Outbox(cfg.agent.data_dir / "outbox.sqlite3", max_records=cfg.outbox.max_records,
                              min_free_bytes=cfg.outbox.min_free_mb << 20)
         self.state = State(self.outbox, cfg.agent.snapshot_interval)
-        self.uplink = Uplink(bundle, cfg.uplink, self.outbox, cfg.agent.heartbeat_interval, self.boot)
+        self.remote = RemoteConfig(self.outbox, bundle.agent_id, bundle.collector_public_key)
+        self.uplink = Uplink(bundle, cfg.uplink, self.outbox, cfg.agent.heartbeat_interval, self.boot,
+                             on_config=lambda payload: self._commit(self.remote.receive(payload)),
+                             config_version=lambda: self.remote.version)
+        if watchers is None:
+            watchers = build_watchers(cfg, self.remote.inventory)
         self._slots = [_Slot(w) for w in watchers]
         self._stop = threading.Event()
 

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -64,12 +64,16 @@ class Uplink:
         boot: id of this agent run, in every envelope.
     """
 
-    def __init__(self, bundle: Bundle, cfg: UplinkSection, outbox: Outbox, heartbeat_interval: float, boot: str) -> None:
+    def __init__(self, bundle: Bundle, cfg: UplinkSection, outbox: Outbox, heartbeat_interval: float, boot: str,
+                 on_config: Callable[[bytes], None] = lambda _payload: None,
+                 config_version: Callable[[], int] = lambda: 0) -> None:
         self.bundle = bundle
         self.cfg = cfg
         self.outbox = outbox
         self.heartbeat_interval = heartbeat_interval
         self.boot = boot
+        self.on_config = on_config
+        self.config_version = config_version
         self.status = UplinkStatus(acked_seq=outbox.acked_seq())
         self.wake = threading.Event()  # set when records were committed: look at the outbox now
         self._next_poll = 0.0
@@ -157,7 +161,8 @@ class Uplink:
         for stream in topics.COLLECTOR_STREAMS:
             client.subscribe(topics.topic(self.bundle.agent_id, stream), qos=1)
         birth = record("birth", time.time(), {"online": True, "version": __version__,
-                                                "heartbeat_interval": self.heartbeat_interval})
+                                                "heartbeat_interval": self.heartbeat_interval,
+                                                "config_version": self.config_version()})
         self._publish("state", [birth], retain=True)
         self._sent_upto = self.status.acked_seq  # whatever was in flight may be lost: resend
         self._last_progress = time.monotonic()
@@ -292,7 +297,10 @@ class Uplink:
     # -- acks and commands ---------------------------------------------------------------------
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        """Collector → agent traffic; only signed acks are acted on in this version."""
+        """Collector → agent traffic: configs go to their keeper (which checks them), acks here."""
+        if msg.topic == topics.topic(self.bundle.agent_id, "cfg"):
+            self.on_config(msg.payload)
+            return
         try:
             env = decode(msg.payload)
         except ProtocolError as exc:
