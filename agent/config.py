@@ -55,10 +55,24 @@ class HostWatcherSection(_Section):
     scenario: Path | None = Field(None, description="Scripted interface states (demo and tests without a LAN).")
 
 
+class LanWatcherSection(_Section):
+    """[watchers.lan]: devices on the exam LAN, judged against the collector-signed inventory."""
+
+    enabled: bool = False
+    interfaces: list[str] = Field(default_factory=list, description="Exam-LAN interfaces to sniff and sweep.")
+    subnets: list[str] = Field(default_factory=list, description="Exam subnets (CIDR) to sweep; at most /20 each.")
+    interval: float = Field(1.0, gt=0, description="Seconds between judgements of what was seen.")
+    sweep_interval: float = Field(60.0, gt=0, description="Seconds between ARP sweeps of the subnets.")
+    sweep_rate: float = Field(200.0, gt=0, le=10000, description="ARP requests per second at most during a sweep.")
+    missing_after: int = Field(3, ge=1, description="Sweeps a registered device may stay silent before device.missing.")
+    flip_window: float = Field(600.0, gt=0, description="Seconds in which an IP's MAC going back counts as a flip-flop.")
+
+
 class WatchersSection(_Section):
     """[watchers]: one sub-table per watcher."""
 
     host: HostWatcherSection = HostWatcherSection()
+    lan: LanWatcherSection = LanWatcherSection()
 
 
 class AgentConfig(_Section):

@@ -20,6 +20,7 @@ from agent.state import State
 from agent.uplink import Uplink, new_boot
 from agent.watchers import Watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
+from agent.watchers.lan import LanWatcher
 from protocol.inventory import Inventory
 from protocol.keys import Bundle
 
@@ -36,6 +37,11 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None]) 
     if host.enabled:
         read = ScriptedInterfaces(host.scenario) if host.scenario else read_psutil
         watchers.append(HostWatcher(interval=host.interval, include=host.include, exclude=host.exclude, read=read))
+    lan = cfg.watchers.lan
+    if lan.enabled:
+        watchers.append(LanWatcher(interfaces=lan.interfaces, subnets=lan.subnets, inventory=inventory,
+                                   interval=lan.interval, sweep_interval=lan.sweep_interval, sweep_rate=lan.sweep_rate,
+                                   missing_after=lan.missing_after, flip_window=lan.flip_window))
     for w in watchers:
         w.init()
     return watchers
@@ -79,6 +85,10 @@ class Runtime:
                     self._commit(self._run_watcher(slot.watcher))
             next_due = min((s.due for s in self._slots), default=now + 1.0)
             self._stop.wait(max(0.0, min(next_due - time.monotonic(), 1.0)))
+        for slot in self._slots:
+            stop = getattr(slot.watcher, "stop", None)
+            if stop is not None:
+                stop()  # watchers with threads of their own (sniffers, sweeps)
         self.uplink.stop(flush_seconds=2.0)
         self.outbox.close()
 

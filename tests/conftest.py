@@ -103,5 +103,5 @@ def _no_leftover_namespaces() -> Iterator[None]:
     for ns in leftover_namespaces():
         sh("ip", "netns", "del", ns, check=False)
     yield
-    for ns in leftover_namespaces():
+    for ns in leftover_namespaces(include_own=True):
         sh("ip", "netns", "del", ns, check=False)

@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFIX = "vgt"  # every namespace a test makes starts with this
+PREFIX = "vgt"  # every namespace a test makes starts with this, then the pid that made it
+
+
+def new_tag() -> str:
+    """``vgt`` + the test process's pid (7 hex digits) + 2 random hex digits; veth names built on
+    it stay within Linux's 15 characters, and the pid tells whose namespaces are whose."""
+    return f"{PREFIX}{os.getpid():07x}{secrets.token_hex(1)}"
 
 
 def require_root() -> None:
@@ -78,8 +84,9 @@ class Host:
 class Lab:
     """A bridge in its own namespace and hosts attached to it."""
 
-    tag: str = field(default_factory=lambda: PREFIX + secrets.token_hex(2))
+    tag: str = field(default_factory=new_tag)
     hosts: dict[str, Host] = field(default_factory=dict)
+    made: int = 0  # veth index: never reused, since a deleted namespace's veth may linger a moment
 
     @property
     def switch(self) -> str:
@@ -97,7 +104,8 @@ class Lab:
     def add(self, name: str, mac: str, *cidrs: str) -> Host:
         """A namespace ``<tag>-<name>`` with ``eth0`` (``mac``, ``cidrs``) on the bridge."""
         ns = f"{self.tag}-{name}"
-        idx = len(self.hosts)
+        idx = self.made
+        self.made += 1
         a, b = f"{self.tag}a{idx}", f"{self.tag}b{idx}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
@@ -128,7 +136,23 @@ class Lab:
         sh("ip", "netns", "del", self.switch, check=False)
 
 
-def leftover_namespaces() -> list[str]:
-    """Namespaces made by these tests that still exist."""
+def leftover_namespaces(include_own: bool = False) -> list[str]:
+    """Test namespaces whose making process is gone (or, with ``include_own``, this process's too).
+
+    Another test run going on at the same time keeps its namespaces.
+    """
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+    names = [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+    return [n for n in names if _maker_gone(n) or (include_own and _maker(n) == os.getpid())]
+
+
+def _maker(name: str) -> int:
+    try:
+        return int(name[len(PREFIX):len(PREFIX) + 7], 16)
+    except ValueError:
+        return -1
+
+
+def _maker_gone(name: str) -> bool:
+    pid = _maker(name)
+    return pid <= 0 or not Path(f"/proc/{pid}").exists()

@@ -1,0 +1,44 @@
+"""Judging sightings against the inventory, without packets: episodes, keys, and what is not noise."""
+
+from __future__ import annotations
+
+from agent.watchers.lan_view import Sighting, judge
+from protocol.inventory import Device, Inventory
+
+CAM = Device("00:11:22:33:44:01", "192.0.2.21", "camera")
+TERM = Device("00:11:22:33:44:03", None, "exam_terminal")
+INV = Inventory("V", 1, (CAM, TERM))
+
+
+def _s(mac: str, ip: str, first: float, last: float) -> Sighting:
+    return Sighting(mac, ip, "arp-request", first, last)
+
+
+def test_replacement_is_a_mac_change_not_a_conflict() -> None:
+    """The old MAC last seen before the new one first spoke: mac_changed, no ip_conflict."""
+    view = judge([_s(CAM.mac, "192.0.2.21", 0, 10), _s("00:1b:21:00:00:01", "192.0.2.21", 11, 20)], {}, INV, [], 600, 20)
+    assert sorted(k.split(":")[0] for k in view.episodes) == ["mac_changed", "unregistered"]
+
+
+def test_overlapping_claims_are_a_conflict_and_hide_the_flip_flops() -> None:
+    """Two MACs answering for one IP in overlapping intervals: ip_conflict; the alternation in the
+    IP's history is its symptom and is not reported separately."""
+    other = "00:1b:21:00:00:01"
+    history = {"192.0.2.21": [(1, CAM.mac), (2, other), (3, CAM.mac)]}
+    view = judge([_s(CAM.mac, "192.0.2.21", 0, 3), _s(other, "192.0.2.21", 2, 2)], history, INV, [], 600, 3)
+    assert sorted(k.split(":")[0] for k in view.episodes) == ["ip_conflict", "mac_changed", "unregistered"]
+
+
+def test_dhcp_allowed_device_may_use_any_address() -> None:
+    """A DHCP-allowed device on a new address is no episode at all."""
+    assert judge([_s(TERM.mac, "192.0.2.199", 0, 1)], {}, INV, [], 600, 1).episodes == {}
+
+
+def test_episode_reported_once_and_returned_when_missing_ends() -> None:
+    """diff() gives an event only for newly opened episodes, and device.returned for a closed missing one."""
+    missing = judge([], {}, INV, [(CAM.mac, 5.0)], 600, 10)
+    again = judge([], {}, INV, [(CAM.mac, 5.0)], 600, 11)
+    assert [k for k, _ in missing.diff({})] == ["device.missing"]
+    assert again.diff(missing.to_json()) == []
+    back = judge([_s(CAM.mac, "192.0.2.21", 12, 12)], {}, INV, [], 600, 12)
+    assert [k for k, _ in back.diff(again.to_json())] == ["device.returned"]
