@@ -47,37 +47,48 @@ _COLLECTOR = _kinds("collector", {
     "seq.gap_closed": ("first", "last"),
 })
 
+# LAN and host fields follow what agent/watchers/{lan_view,hostnet,remote,isolation}.py put in
+# ``data``; a watcher that adds a field adds it here too, or rules cannot filter on it.
+_SIGHTING = ("mac", "ip", "vendor", "randomized", "first_seen", "last_seen", "how", "hostname", "vendor_class")
+_REGISTERED = ("mac", "registered_ip", "entry", "last_seen")
+_HOST_MISMATCH = ("interface", "mac", "registered_ip", "addrs", "entry", "inventory_version")
+_WIRELESS = ("interface", "mac", "up", "evidence")
+_ROUTE = ("destination", "gateway", "interface")
+_TOOL = ("tool", "tool_name", "category", "pid", "pids", "name", "exe", "cmdline")
+_LISTENER = ("protocol", "address", "port", "pid", "process")
+_PROBE = ("target", "method", "how", "rtt_ms")
+
 _LAN = _kinds("agent/lan", {
-    "device.unregistered": ("mac", "ip", "vendor", "randomized", "first_seen", "last_seen", "how"),
-    "device.ip_changed": ("mac", "ip", "registered_ip", "entry"),
-    "device.mac_changed": ("ip", "mac", "registered_mac", "entry"),
-    "device.ip_conflict": ("ip", "macs"),
-    "device.flip_flop": None,
-    "device.missing": None,
-    "device.returned": None,
+    "device.unregistered": _SIGHTING,
+    "device.ip_changed": _SIGHTING + ("registered_ip", "entry"),
+    "device.mac_changed": _SIGHTING + ("registered_mac", "entry"),
+    "device.ip_conflict": ("ip", "macs", "claims"),
+    "device.flip_flop": ("ip", "macs", "sequence"),
+    "device.missing": _REGISTERED,
+    "device.returned": _REGISTERED + ("now",),
 })
 
 _HOST = _kinds("agent/host", {
-    "host.snapshot": ("interfaces",),
+    "host.snapshot": None,
     "host.address_changed": ("interface", "mac", "before", "after", "added", "removed"),
-    "host.registered_address_changed": ("interface", "mac", "registered_ip", "addrs", "entry"),
-    "host.registered_address_restored": None,
+    "host.registered_address_changed": _HOST_MISMATCH,
+    "host.registered_address_restored": _HOST_MISMATCH + ("now_addrs",),
     "host.interface_added": ("interface", "after"),
     "host.interface_removed": ("interface", "before"),
     "host.link_changed": ("interface", "mac", "before", "after"),
-    "host.wireless_present": ("interface", "mac", "up", "evidence"),
-    "host.wireless_gone": None,
-    "host.route_outside": ("destination", "gateway", "interface"),
-    "host.route_outside_gone": None,
-    "host.remote_tool": ("pid", "name", "exe", "tool"),
-    "host.remote_tool_gone": None,
-    "host.remote_listener": ("port", "address", "pid", "process"),
-    "host.remote_listener_gone": None,
+    "host.wireless_present": _WIRELESS,
+    "host.wireless_gone": _WIRELESS,
+    "host.route_outside": _ROUTE,
+    "host.route_outside_gone": _ROUTE,
+    "host.remote_tool": _TOOL,
+    "host.remote_tool_gone": _TOOL,
+    "host.remote_listener": _LISTENER,
+    "host.remote_listener_gone": _LISTENER,
 })
 
 _ISOLATION = _kinds("agent/isolation", {
-    "isolation.breached": ("target", "method", "rtt_ms", "how"),
-    "isolation.restored": None,
+    "isolation.breached": _PROBE,
+    "isolation.restored": _PROBE,
 })
 
 EVENT_KINDS: Mapping[str, EventKind] = MappingProxyType(
