@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     inv_import.add_argument("file", type=Path, help="CSV with header venue_id,mac,ip,role,room,name")
     inv_show = inv_sub.add_parser("show", help="print a venue's inventory")
     inv_show.add_argument("venue_id")
+    rules = sub.add_parser("rules", help="the rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_check = rules_sub.add_parser("check", help="validate every rule file, with file:line errors")
+    rules_check.add_argument("--folder", type=Path, default=Path("rules"), help="rules folder (default: ./rules)")
     sub.add_parser("verify-vault", help="re-hash the vault chain")
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=cfg.collector.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "verify-vault": _verify, "migrate": _migrate,
+    handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "verify-vault": _verify, "migrate": _migrate,
                "demo": _demo}[args.command]
     return handler(cfg, args)
 
@@ -107,6 +111,19 @@ def _inventory(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _rules(_cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.rulefiles import check_rules
+
+    found, errors = check_rules(args.folder)
+    if errors:
+        print(t("rules_bad", count=len(errors)), file=sys.stderr)
+        for err in errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    print(t("rules_ok", count=len(found), folder=args.folder))
+    return 0
 
 
 def _verify(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:

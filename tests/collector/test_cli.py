@@ -82,3 +82,19 @@ def test_inventory_import_and_show(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["--config", str(cfg), "inventory", "import", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "未导入" in err and "第 2 行：MAC 地址 'zz' 不合法" in err
+
+
+def test_rules_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules check` passes on the project's rules and names file:line of a broken copy."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    assert main(["rules", "check", "--folder", str(root / "rules")]) == 0
+    assert "规则文件全部有效" in capsys.readouterr().out
+    broken = tmp_path / "rules"
+    shutil.copytree(root / "rules", broken)
+    path = next(broken.glob("110-*.yaml"))
+    path.write_text(path.read_text().replace("severity: warning", "severity: fatal", 1))
+    assert main(["rules", "check", "--folder", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "规则文件有" in err and f"{path.name}:" in err and "severity" in err
