@@ -43,12 +43,13 @@ class Mosquitto:
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = True,
-                 max_queued_messages: int = 100_000, acl_file: Path | None = None) -> None:
+                 max_queued_messages: int = 100_000, acl_file: Path | None = None, netns: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.persistence = persistence
         self.max_queued_messages = max_queued_messages
         self.acl_file = acl_file
+        self.netns = netns  # run inside this network namespace (test LANs)
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -81,19 +82,30 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> "Mosquitto":
         """Start and wait until the port accepts connections."""
         self.write_config()
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.config_path)],
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen([*prefix, mosquitto_binary(), "-c", str(self.config_path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited at start ({self.proc.returncode}): {err.strip()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if self._listening():
+                return self
+            time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout}s")
+
+    def _listening(self) -> bool:
+        """Whether the listener is up: a connect from here, or ``ss`` inside the namespace."""
+        if self.netns:
+            out = subprocess.run(["ip", "netns", "exec", self.netns, "ss", "-Hltn", f"sport = :{self.port}"],
+                                 capture_output=True, text=True).stdout
+            return bool(out.strip())
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Graceful stop (persists sessions)."""

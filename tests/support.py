@@ -48,16 +48,18 @@ class Proc:
     #: Every Proc made; the ``_reap`` fixture kills what a failed test left running.
     made: list["Proc"] = []
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, netns: str | None = None) -> None:
         self.args = args
         self.log = log
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         Proc.made.append(self)
 
     def start(self) -> "Proc":
         fh = self.log.open("ab")
         env = dict(os.environ, PYTHONPATH=str(ROOT), VENUEGUARD_LANG="en")
-        self.proc = subprocess.Popen([sys.executable, *self.args], stdout=fh, stderr=fh, env=env, cwd=ROOT)
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []  # ip execs: same pid
+        self.proc = subprocess.Popen([*prefix, sys.executable, *self.args], stdout=fh, stderr=fh, env=env, cwd=ROOT)
         return self
 
     def signal(self, sig: int) -> None:
@@ -100,7 +102,7 @@ def flip_scenario(steps: int, repeat: bool = False) -> dict[str, Any]:
 
 
 def agent_toml(home: Path, bundle: Path, *, interval: float = 0.05, heartbeat: float = 1.0, steps: int = 200,
-               uplink: dict[str, Any] | None = None, outbox: dict[str, Any] | None = None) -> Path:
+               uplink: dict[str, Any] | None = None, outbox: dict[str, Any] | None = None, extra: str = "") -> Path:
     """Write an agent config whose host watcher plays a flip scenario; return its path."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "scenario.json").write_text(json.dumps(flip_scenario(steps)))
@@ -109,7 +111,7 @@ def agent_toml(home: Path, bundle: Path, *, interval: float = 0.05, heartbeat: f
              "log_level = \"debug\"", "", "[uplink]", *[f"{k} = {json.dumps(v)}" for k, v in up.items()], ""]
     if outbox:
         lines += ["[outbox]", *[f"{k} = {json.dumps(v)}" for k, v in outbox.items()], ""]
-    lines += ["[watchers.host]", f"interval = {interval}", 'scenario = "scenario.json"']
+    lines += ["[watchers.host]", f"interval = {interval}", 'scenario = "scenario.json"', "", extra]
     path = home / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -135,7 +137,7 @@ class Rig:
     """A broker, a collector process and one agent process (``a1`` at venue ``V1``) on real parts."""
 
     def __init__(self, tmp: Path, broker_port: int, db_url: str = "", *, agent: dict[str, Any] | None = None,
-                 **ingest: Any) -> None:
+                 netns: str | None = None, **ingest: Any) -> None:
         self.tmp = tmp
         self.data = tmp / "collector"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -146,9 +148,9 @@ class Rig:
         self.store.migrate()
         self.home = tmp / "a1"
         bundle = enroll_agent(self.store, self.data, "a1", "V1", broker_port, self.home / "agent.bundle.json")
-        self.collector = Proc(["-m", "collector.cli", "--config", str(toml), "run"], tmp / "collector.log")
+        self.collector = Proc(["-m", "collector.cli", "--config", str(toml), "run"], tmp / "collector.log", netns)
         self.agent = Proc(["-m", "agent.cli", "run", "--config", str(agent_toml(self.home, bundle, **(agent or {})))],
-                          tmp / "agent.log")
+                          tmp / "agent.log", netns)
 
     def seqs(self) -> list[int]:
         """Seqs of a1 in the store, with duplicates if there were any."""

@@ -72,7 +72,9 @@ def judge(present: list[Sighting], history: dict[str, list[tuple[float, str]]], 
           missing: list[tuple[str, float | None]], flip_window: float, now: float) -> LanView:
     """Build the view from present sightings, per-IP MAC history, the inventory and the missing list."""
     view = LanView(devices={s.mac: s.evidence() for s in present})
-    inv = inventory or Inventory("", 0)
+    if inventory is None:
+        return view  # no signed inventory yet: nothing can be judged, and guessing would be noise
+    inv = inventory
     for s in present:
         entry = inv.by_mac.get(s.mac)
         if entry is None:

@@ -42,3 +42,9 @@ def test_episode_reported_once_and_returned_when_missing_ends() -> None:
     assert again.diff(missing.to_json()) == []
     back = judge([_s(CAM.mac, "192.0.2.21", 12, 12)], {}, INV, [], 600, 12)
     assert [k for k, _ in back.diff(again.to_json())] == ["device.returned"]
+
+
+def test_nothing_is_judged_before_the_signed_inventory_arrives() -> None:
+    """Without an inventory every device would look unregistered: no episode until it arrives."""
+    view = judge([_s("00:1b:21:00:00:01", "192.0.2.50", 0, 1)], {}, None, [], 600, 1)
+    assert view.episodes == {} and list(view.devices) == ["00:1b:21:00:00:01"]
