@@ -53,6 +53,10 @@ class HostWatcherSection(_Section):
     include: list[str] = Field(default_factory=list, description="Interface name globs to watch; empty = all.")
     exclude: list[str] = Field(default_factory=lambda: ["lo"], description="Interface name globs to ignore.")
     scenario: Path | None = Field(None, description="Scripted interface states (demo and tests without a LAN).")
+    exam_subnets: list[str] = Field(default_factory=list, description="Exam LAN CIDRs; a route outside them is host.route_outside (empty = off).")
+    forbidden_ports: list[int] = Field(default_factory=list, description="Extra TCP ports that must not listen (RDP, VNC, TeamViewer, AnyDesk and the tool list's are built in).")
+    forbid_ssh: bool = Field(False, description="Also report a listener on TCP 22.")
+    tools_file: Path | None = Field(None, description="Replacement for the packaged remote-control tool list.")
 
 
 class LanWatcherSection(_Section):
@@ -68,11 +72,21 @@ class LanWatcherSection(_Section):
     flip_window: float = Field(600.0, gt=0, description="Seconds in which an IP's MAC going back counts as a flip-flop.")
 
 
+class IsolationWatcherSection(_Section):
+    """[watchers.isolation]: forbidden targets that must be unreachable from the exam host."""
+
+    enabled: bool = False
+    interval: float = Field(60.0, gt=0, description="Seconds between probe runs.")
+    timeout: float = Field(3.0, gt=0, description="Seconds per probe; at most interval.")
+    targets: list[str] = Field(default_factory=list, description="tcp:HOST:PORT, tcp:[v6]:PORT or icmp:HOST; only these are probed.")
+
+
 class WatchersSection(_Section):
     """[watchers]: one sub-table per watcher."""
 
     host: HostWatcherSection = HostWatcherSection()
     lan: LanWatcherSection = LanWatcherSection()
+    isolation: IsolationWatcherSection = IsolationWatcherSection()
 
 
 class AgentConfig(_Section):
@@ -96,7 +110,8 @@ def _resolve(cfg: AgentConfig, base: Path) -> AgentConfig:
     """Make the file's relative paths absolute against ``base``."""
     agent = cfg.agent.model_copy(update={"bundle": base / cfg.agent.bundle, "data_dir": base / cfg.agent.data_dir})
     host = cfg.watchers.host
-    if host.scenario is not None:
-        host = host.model_copy(update={"scenario": base / host.scenario})
+    for option in ("scenario", "tools_file"):
+        if getattr(host, option) is not None:
+            host = host.model_copy(update={option: base / getattr(host, option)})
     watchers = cfg.watchers.model_copy(update={"host": host})
     return cfg.model_copy(update={"agent": agent, "watchers": watchers})

@@ -20,6 +20,7 @@ from agent.state import State
 from agent.uplink import Uplink, new_boot
 from agent.watchers import Watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
+from agent.watchers.isolation import IsolationWatcher
 from agent.watchers.lan import LanWatcher
 from protocol.inventory import Inventory
 from protocol.keys import Bundle
@@ -36,12 +37,17 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None]) 
     host = cfg.watchers.host
     if host.enabled:
         read = ScriptedInterfaces(host.scenario) if host.scenario else read_psutil
-        watchers.append(HostWatcher(interval=host.interval, include=host.include, exclude=host.exclude, read=read))
+        watchers.append(HostWatcher(interval=host.interval, include=host.include, exclude=host.exclude, read=read,
+                                    exam_subnets=host.exam_subnets, forbidden_ports=host.forbidden_ports,
+                                    forbid_ssh=host.forbid_ssh, tools_file=host.tools_file, inventory=inventory))
     lan = cfg.watchers.lan
     if lan.enabled:
         watchers.append(LanWatcher(interfaces=lan.interfaces, subnets=lan.subnets, inventory=inventory,
                                    interval=lan.interval, sweep_interval=lan.sweep_interval, sweep_rate=lan.sweep_rate,
                                    missing_after=lan.missing_after, flip_window=lan.flip_window))
+    iso = cfg.watchers.isolation
+    if iso.enabled:
+        watchers.append(IsolationWatcher(targets=iso.targets, interval=iso.interval, timeout=iso.timeout))
     for w in watchers:
         w.init()
     return watchers

@@ -28,8 +28,10 @@ class State:
         current = obs.to_json()
         previous: dict[str, Any] | None = self._outbox.load_state(watcher)
         out: list[Pending] = []
-        if previous is not None:
-            out += [Pending("ev", kind, now, data) for kind, data in obs.diff(previous)]
+        # On the first run there is nothing to compare with: ``diff({})`` lets an observation
+        # report conditions that are violations by their mere presence (a breach, a remote tool).
+        base = previous if previous is not None else {}
+        out += [Pending("ev", kind, now, data) for kind, data in obs.diff(base)]
         due = now - self._last_snapshot.get(watcher, float("-inf")) >= self._snapshot_interval
         if due or previous is None:
             out.append(Pending("ev", f"{watcher}.snapshot", now, current))

@@ -17,7 +17,12 @@ class Observation(Protocol):
         """A JSON-able form, for snapshots and for persisting across restarts."""
 
     def diff(self, before: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """Edge events ``(kind, data)`` between ``before`` (a previous ``to_json()``) and this."""
+        """Edge events ``(kind, data)`` between ``before`` (a previous ``to_json()``) and this.
+
+        ``before`` is ``{}`` on the very first observation (nothing persisted yet). Then return only
+        conditions that are violations by their presence (e.g. a running remote-control tool), not
+        "added" events for everything that merely exists.
+        """
 
 
 class Watcher(Protocol):

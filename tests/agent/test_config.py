@@ -48,3 +48,17 @@ def test_cli_reports_config_and_bundle_errors_in_chinese(tmp_path: Path, capsys:
     assert main(["run", "--config", str(_write(tmp_path, ""))]) == 2
     err = capsys.readouterr().err
     assert "注册包错误" in err and "agent.bundle.json" in err
+
+
+def test_every_watcher_is_built_from_the_example_config(tmp_path: Path) -> None:
+    """deploy/agent.example.toml is valid as shipped, and enabling its watchers builds them (the LAN
+    watcher is left off here: starting it would sniff and sweep a real interface of this host)."""
+    from agent.runtime import build_watchers
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "deploy" / "agent.example.toml").read_text()
+    config.load(_write(tmp_path, text))
+    text = text.replace("[watchers.isolation]\nenabled = false", "[watchers.isolation]\nenabled = true")
+    text = text.replace('targets = []', 'targets = ["tcp:192.0.2.1:443"]')
+    watchers = build_watchers(config.load(_write(tmp_path, text)), lambda: None)
+    assert [w.name for w in watchers] == ["host", "isolation"]
