@@ -34,6 +34,7 @@ from protocol.keys import load_public_b64
 log = logging.getLogger("venueguard.collector.ingest")
 
 COLLECTOR_TOPIC = "collector"
+LOG_LINES = "log.lines"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Ingestor:
                 acc = _Accepted(env, entry.topic, entry.payload, entry.t, new, track)
                 batch.records += self._index_rows(acc, entry.i)
                 batch.update_agent(track.agent_id, acked_seq=track.acked)
+                batch.log_lines += [row for r in new if r["kind"] == LOG_LINES for row in log_line_rows(track, r, entry.t)]
             self.store.commit(batch)
 
     # -- the stream ----------------------------------------------------------------------------
@@ -252,6 +254,8 @@ class Ingestor:
             batch.records += self._index_rows(acc, idx)
             if acc.env is not None:
                 batch.update_agent(acc.agent.agent_id, acked_seq=acc.agent.acked)
+                batch.log_lines += [row for r in acc.records if r["kind"] == LOG_LINES
+                                    for row in log_line_rows(acc.agent, r, acc.received_at)]
         if batch:
             self._commit(batch)
 
@@ -305,7 +309,7 @@ class Ingestor:
             t.add(r["seq"])  # idempotent here; needed when re-indexing from the vault
         return [
             NewRecord(t.agent_id, t.venue_id, r["seq"], acc.env.boot, acc.env.stream, r["kind"], float(r["at"]),
-                      acc.received_at, r["data"], _digest(r), index)
+                      acc.received_at, _indexed_data(r), _digest(r), index)
             for r in acc.records
         ]
 
@@ -337,6 +341,30 @@ class Ingestor:
         agent_id = msg.topic.split("/")[2][:64] if msg.topic.count("/") == 3 else None
         log.warning("dead letter from %s: %s: %s", msg.topic, reason, detail)
         batch.dead_letters.append(DeadLetter(msg.received_at, msg.topic, agent_id, reason, detail, msg.payload))
+
+
+def _indexed_data(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the records index keeps of a record: log lines go to their own table, so a
+    ``log.lines`` record keeps only where they came from (the vault keeps the whole)."""
+    if rec["kind"] != LOG_LINES:
+        return rec["data"]
+    d = rec["data"]
+    lines = d.get("lines") or []
+    return {k: d.get(k) for k in ("source", "type", "path", "file_key", "end")} | {
+        "first": lines[0][0] if lines else None, "count": len(lines)}
+
+
+def log_line_rows(track: Track, rec: dict[str, Any], received_at: float) -> list[dict[str, Any]]:
+    """One row per shipped line of a ``log.lines`` record; a malformed line is skipped, not fatal."""
+    d = rec["data"]
+    base = {"agent_id": track.agent_id, "venue_id": track.venue_id, "file_key": str(d.get("file_key", ""))[:120],
+            "source": str(d.get("source", ""))[:100], "type": str(d.get("type", ""))[:20],
+            "path": str(d.get("path", ""))[:1000], "seq": rec["seq"], "received_at": received_at}
+    rows = []
+    for item in d.get("lines") or []:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], str):
+            rows.append({**base, "offset": item[0], "text": item[1]})
+    return rows
 
 
 def _digest(rec: dict[str, Any]) -> str:

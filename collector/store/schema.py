@@ -61,6 +61,21 @@ records = sa.Table(
     sa.Index("ix_records_vault", "vault_index"),
 )
 
+log_lines = sa.Table(
+    "log_lines", metadata,
+    sa.Column("agent_id", sa.String(64), primary_key=True),
+    sa.Column("file_key", sa.String(120), primary_key=True),  # same file across renames, new on replace
+    sa.Column("offset", sa.BigInteger, primary_key=True, autoincrement=False),  # byte offset of the line
+    sa.Column("venue_id", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("type", sa.String(20), nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the record that shipped it first
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("ix_log_lines_venue_received", "venue_id", "received_at"),
+)
+
 dead_letters = sa.Table(
     "dead_letters", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),

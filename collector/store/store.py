@@ -76,6 +76,7 @@ class Batch:
     """Everything one ingest round writes, committed in one transaction."""
 
     records: list[NewRecord] = field(default_factory=list)
+    log_lines: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -84,7 +85,7 @@ class Batch:
         self.agents.setdefault(agent_id, {}).update(values)
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.dead_letters or self.agents)
+        return bool(self.records or self.log_lines or self.dead_letters or self.agents)
 
 
 class Store:
@@ -197,6 +198,10 @@ class Store:
         with self.engine.begin() as conn:
             if batch.records:
                 conn.execute(schema.records.insert(), [r.__dict__ for r in batch.records])
+            if batch.log_lines:
+                fresh = _new_lines(conn, batch.log_lines)
+                if fresh:
+                    conn.execute(schema.log_lines.insert(), fresh)
             if batch.dead_letters:
                 conn.execute(schema.dead_letters.insert(), [_dead_row(d) for d in batch.dead_letters])
             for stmt, rows in _agent_updates(batch.agents):
@@ -204,12 +209,12 @@ class Store:
 
     # -- queries for pages and tests -----------------------------------------------------------
 
-    def latest_records(self, limit: int = 50, stream: str | None = None) -> list[dict[str, Any]]:
-        """Newest indexed records first."""
+    def latest_records(self, limit: int = 50, exclude_stream: str | None = None) -> list[dict[str, Any]]:
+        """Newest indexed records first (optionally without one stream, e.g. shipped logs)."""
         r = schema.records
         q = sa.select(r).order_by(r.c.received_at.desc(), r.c.id.desc()).limit(limit)
-        if stream:
-            q = q.where(r.c.stream == stream)
+        if exclude_stream:
+            q = q.where(r.c.stream != exclude_stream)
         with self.engine.connect() as conn:
             return [dict(m) for m in conn.execute(q).mappings().all()]
 
@@ -229,6 +234,15 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(m) for m in conn.execute(q).mappings().all()]
 
+    def log_lines(self, agent_id: str, file_key: str | None = None) -> list[dict[str, Any]]:
+        """Stored log lines of an agent (one file, or all), in file and offset order."""
+        ll = schema.log_lines
+        q = sa.select(ll).where(ll.c.agent_id == agent_id).order_by(ll.c.file_key, ll.c.offset)
+        if file_key is not None:
+            q = q.where(ll.c.file_key == file_key)
+        with self.engine.connect() as conn:
+            return [dict(m) for m in conn.execute(q).mappings().all()]
+
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first."""
         with self.engine.connect() as conn:
@@ -240,6 +254,21 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(d.reason, sa.func.count()).group_by(d.reason)).all()
         return {reason: n for reason, n in rows}
+
+
+def _new_lines(conn: sa.Connection, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines not yet stored: shipping is at least once, so a resent line must not count twice."""
+    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for line in lines:
+        groups.setdefault((line["agent_id"], line["file_key"]), {}).setdefault(line["offset"], line)
+    out = []
+    ll = schema.log_lines.c
+    for (agent_id, file_key), by_offset in groups.items():
+        held = conn.execute(sa.select(ll.offset).where(
+            ll.agent_id == agent_id, ll.file_key == file_key, ll.offset.between(min(by_offset), max(by_offset)))).scalars()
+        held_set = set(held)
+        out += [line for off, line in sorted(by_offset.items()) if off not in held_set]
+    return out
 
 
 def _agent_updates(updates: dict[str, dict[str, Any]]) -> list[tuple[sa.Update, list[dict[str, Any]]]]:

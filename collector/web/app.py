@@ -37,7 +37,7 @@ def overview(store: Store, limit: int = 50) -> dict[str, Any]:
     events = [
         {"agent_id": r["agent_id"], "venue_id": r["venue_id"], "venue_name": names.get(r["venue_id"], r["venue_id"]), "seq": r["seq"], "kind": r["kind"], "at": r["at"],
          "received_at": r["received_at"], "data": r["data"]}
-        for r in store.latest_records(limit)
+        for r in store.latest_records(limit, exclude_stream="log")
     ]
     return {"generated_at": time.time(), "venues": venues, "events": events, "dead_letters": store.dead_letter_counts()}
 

@@ -165,3 +165,24 @@ def test_config_is_published_signed_when_the_inventory_moves(setup, store: Store
     assert ing.tick() == []
     ing.handle([a.ctl("state", "birth", heartbeat_interval=1.0, config_version=0)])
     assert [t for t, _, _ in ing.tick()] == ["vg/v1/a1/cfg"]
+
+
+def test_shipped_log_lines_are_stored_once_per_offset(setup, store: Store) -> None:  # noqa: ANN001
+    """Lines shipped at least once (re-shipped after an agent crash, in other records) are kept
+    once per (file, offset); the records index keeps where they came from, not the text."""
+    ing, a, _, _ = setup
+
+    def lines(seq: int, pairs: list[tuple[int, str]]) -> Message:
+        data = {"source": "app", "type": "application", "path": "/var/log/exam/app.log", "file_key": "8:77:abcd",
+                "lines": [list(p) for p in pairs], "end": pairs[-1][0] + len(pairs[-1][1]) + 1}
+        env = Envelope("a1", "boot1", seq, NOW, "log", (record("log.lines", NOW, data, seq=seq),)).signed(a.key)
+        return Message("vg/v1/a1/log", env.encode(), NOW)
+
+    ing.handle([lines(1, [(0, "考生 001 登录"), (20, "考生 002 登录")])])
+    ing.handle([lines(2, [(20, "考生 002 登录"), (40, "考生 003 登录")]), lines(3, [(40, "考生 003 登录")])])
+    stored = store.log_lines("a1")
+    assert [(r["offset"], r["text"], r["seq"]) for r in stored] == [(0, "考生 001 登录", 1), (20, "考生 002 登录", 1),
+                                                                  (40, "考生 003 登录", 2)]
+    rec = store.records_of("a1", "log.lines")[0]
+    assert rec["data"] == {"source": "app", "type": "application", "path": "/var/log/exam/app.log",
+                           "file_key": "8:77:abcd", "end": 30, "first": 0, "count": 2}
