@@ -310,11 +310,14 @@ def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
 
 
 def regulations_path() -> Path:
-    """Where the regulation texts are: ``$VENUEGUARD_REGULATIONS`` or ``<repo>/../shared/regulations``."""
+    """Where the regulation texts are: ``$VENUEGUARD_REGULATIONS``, else the copy kept in the
+    repository (``rules/regulations/``, so a clone checks itself), else ``<repo>/../shared/regulations``."""
     configured = os.environ.get(REGULATIONS_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "regulations"
+    repo = Path(__file__).resolve().parents[1]
+    kept = repo / "rules" / "regulations"
+    return kept if any(kept.glob("*.txt")) else repo.parent / "shared" / "regulations"
 
 
 def normalise(text: str) -> str:
