@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.watchers.logmanifest import DEFAULT_ROTATION
 from protocol.settings import ConfigError, load_toml
 
 __all__ = ["AgentConfig", "ConfigError", "load"]
@@ -81,12 +84,39 @@ class IsolationWatcherSection(_Section):
     targets: list[str] = Field(default_factory=list, description="tcp:HOST:PORT, tcp:[v6]:PORT or icmp:HOST; only these are probed.")
 
 
+class LogSourceSection(_Section):
+    """One [[watchers.logs.sources]] entry: a named set of log files of one type."""
+
+    name: str = Field(..., min_length=1, description="Source name carried by every event and shipped line.")
+    type: Literal["system", "application", "database"] = Field(..., description="What kind of log (the rule's three kinds).")
+    paths: list[str] = Field(..., min_length=1, description="Absolute globs of the live log files; their rotated archives are included.")
+    exclude: list[str] = Field(default_factory=list, description="Globs (full path or file name) to leave out.")
+
+
+class LogsWatcherSection(_Section):
+    """[watchers.logs]: log deletion, truncation, moves, retention, and shipping to the vault."""
+
+    enabled: bool = False
+    interval: float = Field(1.0, gt=0, description="Seconds between runs (ship new lines; rescan when inotify saw a change).")
+    rescan_interval: float = Field(10.0, gt=0, description="Seconds between full rescans even when inotify saw nothing.")
+    sources: list[LogSourceSection] = Field(default_factory=list, description="The log sources to watch and ship.")
+    max_line_bytes: int = Field(16384, ge=256, le=16384, description="Longer lines are cut to this and the cut is recorded.")
+    read_bytes: int = Field(1 << 20, ge=65536, description="Bytes read per file per run at most (a backlog ships over several runs).")
+    start_at: Literal["beginning", "end"] = Field("beginning", description="Where shipping starts in a live log seen for the first time.")
+    rotation_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_ROTATION), description="Regexes of rotation suffixes (anchored with $); an `ext` group is put back.")
+    close_inactive: float = Field(300.0, gt=0, description="Seconds a rotated-away file is still followed after its last growth.")
+    retention_years: float = Field(3.0, ge=3.0, description="Years logs must be kept (the rule says at least 3).")
+    retention_grace_days: float = Field(31.0, ge=0, description="Slack for the install-date check (a rotated file's date is its last write).")
+    install_date: dt.date | None = Field(None, description="Date the host went into service; logs should reach back to it.")
+
+
 class WatchersSection(_Section):
     """[watchers]: one sub-table per watcher."""
 
     host: HostWatcherSection = HostWatcherSection()
     lan: LanWatcherSection = LanWatcherSection()
     isolation: IsolationWatcherSection = IsolationWatcherSection()
+    logs: LogsWatcherSection = LogsWatcherSection()
 
 
 class AgentConfig(_Section):

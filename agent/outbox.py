@@ -88,19 +88,24 @@ class Outbox:
         seqs = self.append_many([Pending(stream, kind, time.time() if at is None else at, data)])
         return seqs[0]
 
-    def append_many(self, items: Iterable[Pending]) -> list[int | None]:
-        """Commit records in one transaction; dropped ones get None and are counted."""
+    def append_many(self, items: Iterable[Pending], state: tuple[str, Any] | None = None) -> list[int | None]:
+        """Commit records in one transaction; dropped ones get None and are counted.
+
+        ``state=(key, value)`` is saved (as by :meth:`save_state`) in the same transaction, and only
+        when every record was committed: a reader's offsets then never run ahead of the records
+        holding its lines, and a crash can neither lose lines nor lose the offsets of lines committed.
+        """
         items = list(items)
         with self._lock:
             try:
-                return self._append_locked(items)
+                return self._append_locked(items, state)
             except sqlite3.OperationalError:
                 # The disk is so full that SQLite cannot write: keep the count in memory and
                 # report it as soon as a write succeeds again.
                 self._unwritable.update(p.kind for p in items)
                 return [None] * len(items)
 
-    def _append_locked(self, items: list[Pending]) -> list[int | None]:
+    def _append_locked(self, items: list[Pending], state: tuple[str, Any] | None = None) -> list[int | None]:
         """Body of append_many, under the lock, inside one IMMEDIATE transaction."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -124,6 +129,8 @@ class Outbox:
                 out.append(last)
             if dropped:
                 last = self._note_drops(last, dropped, depth)
+            elif state is not None:
+                self._set_meta(f"state:{state[0]}", json.dumps(state[1]))
             self._set_meta("last_seq", last)
             db.execute("COMMIT")
         except BaseException:

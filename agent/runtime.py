@@ -6,6 +6,7 @@ outbox commits them, the uplink sends them. Nothing flows back except acks into 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -22,16 +23,20 @@ from agent.watchers import Watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
 from agent.watchers.isolation import IsolationWatcher
 from agent.watchers.lan import LanWatcher
+from agent.watchers.logmanifest import LogSource
+from agent.watchers.logs import LogsWatcher
 from protocol.inventory import Inventory
 from protocol.keys import Bundle
 
 log = logging.getLogger("venueguard.agent")
 
 
-def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None]) -> list[Watcher]:
+def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None],
+                   outbox: Outbox | None = None) -> list[Watcher]:
     """Instantiate and validate the enabled watchers; ValueError names a bad option.
 
-    ``inventory`` gives the collector-signed inventory in force, for watchers that judge against it.
+    ``inventory`` gives the collector-signed inventory in force, for watchers that judge against it;
+    ``outbox`` is for the logs watcher, which commits shipped lines together with their offsets.
     """
     watchers: list[Watcher] = []
     host = cfg.watchers.host
@@ -48,9 +53,25 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None]) 
     iso = cfg.watchers.isolation
     if iso.enabled:
         watchers.append(IsolationWatcher(targets=iso.targets, interval=iso.interval, timeout=iso.timeout))
+    if cfg.watchers.logs.enabled:
+        watchers.append(_logs_watcher(cfg, outbox))
     for w in watchers:
         w.init()
     return watchers
+
+
+def _logs_watcher(cfg: AgentConfig, outbox: Outbox | None) -> LogsWatcher:
+    """The logs watcher from its section; the install date counts from local midnight."""
+    c = cfg.watchers.logs
+    install = None
+    if c.install_date is not None:
+        install = datetime.datetime.combine(c.install_date, datetime.time()).timestamp()
+    sources = [LogSource(s.name, s.type, tuple(s.paths), tuple(s.exclude)) for s in c.sources]
+    return LogsWatcher(sources=sources, outbox=outbox, interval=c.interval, rescan_interval=c.rescan_interval,
+                       max_line_bytes=c.max_line_bytes, read_bytes=c.read_bytes, start_at=c.start_at,
+                       rotation_patterns=list(c.rotation_patterns), close_inactive=c.close_inactive,
+                       retention_years=c.retention_years, retention_grace_days=c.retention_grace_days,
+                       install_date=install)
 
 
 @dataclass
@@ -75,9 +96,15 @@ class Runtime:
                              on_config=lambda payload: self._commit(self.remote.receive(payload)),
                              config_version=lambda: self.remote.version)
         if watchers is None:
-            watchers = build_watchers(cfg, self.remote.inventory)
+            watchers = build_watchers(cfg, self.remote.inventory, self.outbox)
         self._slots = [_Slot(w) for w in watchers]
         self._stop = threading.Event()
+        # Watchers that can tell when something new happened (a ``news`` event) wake the loop at
+        # once instead of waiting for their interval: a device is judged ms after it speaks.
+        self._wake = threading.Event()
+        for w in watchers:
+            if hasattr(w, "news"):
+                w.news = self._wake  # type: ignore[attr-defined]
 
     def run(self) -> None:
         """Run until :meth:`stop`; records survive any kind of exit in the outbox."""
@@ -85,12 +112,14 @@ class Runtime:
         self.uplink.start()
         while not self._stop.is_set():
             now = time.monotonic()
+            woken = self._wake.is_set()
+            self._wake.clear()
             for slot in self._slots:
-                if now >= slot.due:
+                if now >= slot.due or (woken and hasattr(slot.watcher, "news")):
                     slot.due = now + slot.watcher.interval
                     self._commit(self._run_watcher(slot.watcher))
             next_due = min((s.due for s in self._slots), default=now + 1.0)
-            self._stop.wait(max(0.0, min(next_due - time.monotonic(), 1.0)))
+            self._wake.wait(max(0.0, min(next_due - time.monotonic(), 1.0)))
         for slot in self._slots:
             stop = getattr(slot.watcher, "stop", None)
             if stop is not None:
@@ -101,6 +130,7 @@ class Runtime:
     def stop(self) -> None:
         """Ask :meth:`run` to return."""
         self._stop.set()
+        self._wake.set()
 
     def _run_watcher(self, watcher: Watcher) -> list[Pending]:
         """Collect once; a failing watcher becomes a ``watcher.error`` event, not a dead agent."""

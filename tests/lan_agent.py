@@ -33,9 +33,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     Path(cfg["ready"]).write_text("ready")
     while not stop.is_set():
+        watcher.news.clear()
         outbox.append_many(state.observe("lan", watcher.collect()))
         outbox.save_state("sweeps", watcher.sweep_count)
-        stop.wait(cfg["interval"])
+        watcher.news.wait(cfg["interval"])  # like the runtime: news is judged at once
     watcher.stop()
     outbox.close()
 

@@ -1,9 +1,10 @@
 """LAN watcher: every device that speaks on the exam LAN, judged against the signed inventory.
 
-Passive: ARP and DHCP are sniffed with a BPF filter on the exam-LAN interfaces, so a device is
-seen the moment it speaks. Active: the exam subnets are ARP-swept at ``sweep_interval``, at most
-``sweep_rate`` requests a second, so silent devices are found and absent ones noticed. Only the
-link layer of scapy is loaded (DHCP is parsed from the raw UDP bytes) to keep the agent small.
+Passive: ARP and DHCP are sniffed through a kernel filter on the exam-LAN interfaces, so a device
+is seen the moment it speaks, and news (a new MAC/IP pair) wakes the judgement at once. Active: the
+exam subnets are ARP-swept at ``sweep_interval``, at most ``sweep_rate`` requests a second, so
+silent devices are found and absent ones noticed. Frames are read and built by hand
+(:mod:`agent.watchers.lanio`): no packet library, a small agent.
 
 Judgement against the inventory lives in :mod:`agent.watchers.lan_view`; events are listed there.
 """
@@ -16,14 +17,14 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from agent.watchers.lan_view import LanView, Sighting, judge
+from agent.watchers.lanio import Sniffer, sweep
 from protocol.inventory import Inventory
 
 log = logging.getLogger("venueguard.agent.lan")
 
-BPF = "arp or (udp and (port 67 or port 68))"
 _DHCP_COOKIE = b"\x63\x82\x53\x63"
 
 
@@ -36,13 +37,15 @@ class Table:
         self.history: dict[str, list[tuple[float, str]]] = {}
         self._history_len = history_len
 
-    def saw(self, mac: str, ip: str, how: str, at: float, hostname: str = "", vendor_class: str = "") -> None:
-        """Record that ``mac`` used ``ip`` (``""``: no address yet) at ``at``."""
+    def saw(self, mac: str, ip: str, how: str, at: float, hostname: str = "", vendor_class: str = "") -> bool:
+        """Record that ``mac`` used ``ip`` (``""``: no address yet) at ``at``; True when that is news
+        (a new MAC, or a MAC on a new address) worth judging at once."""
         with self._lock:
             s = self.by_mac.get(mac)
             if s is not None and ip and ip != s.ip and at < s.last_seen:
-                return  # late evidence of an address it has since left (a slow sweep's reply)
-            if s is None or (ip and s.ip != ip):
+                return False  # late evidence of an address it has since left
+            news = s is None or bool(ip and s.ip != ip)
+            if news:
                 # A new address opens a new sighting; the DHCP identity stays with the MAC.
                 s = Sighting(mac, ip or (s.ip if s else ""), how, at, at, hostname or (s.hostname if s else ""),
                              vendor_class or (s.vendor_class if s else ""))
@@ -55,6 +58,8 @@ class Table:
                 if not hist or hist[-1][1] != mac:
                     hist.append((at, mac))
                     del hist[:-self._history_len]
+                    news = True
+            return news
 
     def present(self, since: float) -> list[Sighting]:
         """Copies of the sightings not older than ``since``."""
@@ -87,6 +92,7 @@ class LanWatcher:
     table: Table = field(default_factory=Table)
     sweeps: list[float] = field(default_factory=list)  # start times of the last completed sweeps
     sweep_count: int = 0
+    news: threading.Event = field(default_factory=threading.Event)  # set on news; the runtime judges at once
 
     def init(self) -> None:
         """Validate options; start sniffing and sweeping."""
@@ -112,7 +118,7 @@ class LanWatcher:
         """Stop the sniffer and the sweeps."""
         self._stop.set()
         if getattr(self, "_sniffer", None) is not None:
-            self._sniffer.stop(join=False)
+            self._sniffer.stop()
 
     def collect(self) -> LanView:
         """Judge what is present now."""
@@ -137,19 +143,17 @@ class LanWatcher:
     # -- passive -------------------------------------------------------------------------------
 
     def _start_sniffer(self) -> None:
-        from scapy.sendrecv import AsyncSniffer
-
-        self._sniffer = AsyncSniffer(iface=self.interfaces, filter=BPF, prn=self._packet, store=False)
+        self._sniffer = Sniffer(self.interfaces, self._frame)
         self._sniffer.start()
 
-    def _packet(self, pkt: Any) -> None:
+    def _frame(self, frame: bytes, at: float) -> None:
         """One sniffed frame → a sighting (never raises: a malformed frame is just skipped)."""
         try:
-            fact = parse_frame(bytes(pkt))
+            fact = parse_frame(frame)
         except (IndexError, struct.error, ValueError):
             return
-        if fact and fact["mac"] not in self._own_macs:
-            self.table.saw(at=time.time(), **fact)
+        if fact and fact["mac"] not in self._own_macs and self.table.saw(at=at, **fact):
+            self.news.set()
 
     # -- active --------------------------------------------------------------------------------
 
@@ -166,19 +170,11 @@ class LanWatcher:
             self._stop.wait(max(0.0, self.sweep_interval - (time.time() - started)))
 
     def _sweep(self) -> None:
-        """ARP-request every address of every subnet, rate-limited; replies are recorded."""
-        from scapy.layers.l2 import ARP, Ether
-        from scapy.sendrecv import srp
-
-        for iface in self.interfaces:
+        """ARP-request every address of every subnet, rate-limited, then give replies a second."""
+        for iface, sock in self._sniffer.sockets.items():
             for net in self._nets:
-                targets = [str(h) for h in net.hosts()]
-                answered, _ = srp(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=targets), iface=iface, timeout=1.0,
-                                  inter=1.0 / self.sweep_rate, verbose=False)
-                for _, reply in answered:
-                    mac = reply[ARP].hwsrc.lower()
-                    if mac not in self._own_macs:
-                        self.table.saw(mac, reply[ARP].psrc, "sweep-reply", float(reply.time))
+                sweep(sock, iface, net, self.sweep_rate, self._stop)
+        self._stop.wait(1.0)
 
 
 def parse_frame(frame: bytes) -> dict[str, str] | None:

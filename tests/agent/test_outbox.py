@@ -74,3 +74,16 @@ def test_rebase_renumbers_pending_records_after_the_collectors_watermark(tmp_pat
         (41, 41, "k0"), (42, 42, "k1"), (43, 43, "k2"), (44, 44, "outbox.rebased")]
     assert rows[-1].record["data"] == {"collector_acked": 40, "previous_last_seq": 3, "rows_renumbered": 3}
     assert box.append("ev", "next", {}) == 45 and box.acked_seq() == 40
+
+
+def test_state_commits_with_records_and_never_ahead_of_dropped_ones(tmp_path: Path) -> None:
+    """``append_many(items, state=...)`` saves the state in the records' transaction, and not at all
+    when a record was dropped, so a reader's offsets never run ahead of the lines it shipped."""
+    box = Outbox(tmp_path / "o.sqlite3", max_records=100)
+    assert box.append_many([Pending("log", "log.lines", 0.0, {"end": 10})], state=("logs", {"offset": 10})) == [1]
+    assert box.load_state("logs") == {"offset": 10}
+    assert box.append_many([], state=("logs", {"offset": 11})) == []
+    assert box.load_state("logs") == {"offset": 11}
+    box.append_many([Pending("ev", "fill", 0.0, {}) for _ in range(99)])
+    assert box.append_many([Pending("log", "log.lines", 0.0, {})], state=("logs", {"offset": 99})) == [None]
+    assert box.load_state("logs") == {"offset": 11}
