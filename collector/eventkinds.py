@@ -91,8 +91,23 @@ _ISOLATION = _kinds("agent/isolation", {
     "isolation.restored": _PROBE,
 })
 
+# Log fields follow agent/watchers/logreconcile.py (events) and logs.py (shipped lines, retention).
+_LOGFILE = ("source", "type", "path", "size_before", "size_after", "inode", "dev", "head_sha256", "head_bytes",
+            "file_key", "shipped_offset", "while_down")
+_LOGS = _kinds("agent/logs", {
+    "log.deleted": _LOGFILE + ("unshipped_bytes",),
+    "log.truncated": _LOGFILE + ("unshipped_bytes",),
+    "log.moved": _LOGFILE + ("moved_to", "within_set"),
+    "log.replaced": _LOGFILE + ("inode_after", "head_sha256_after"),
+    "log.rotated": _LOGFILE + ("rotated_to", "mode"),
+    "log.retention_short": None,
+    "log.retention_ok": None,
+    "log.lines": ("source", "type", "path", "file_key", "lines", "end", "cut", "binary"),
+    "logs.snapshot": None,
+})
+
 EVENT_KINDS: Mapping[str, EventKind] = MappingProxyType(
-    {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION}
+    {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION, **_LOGS}
 )
 
 
