@@ -66,6 +66,7 @@ _LAN = _kinds("agent/lan", {
     "device.flip_flop": ("ip", "macs", "sequence"),
     "device.missing": _REGISTERED,
     "device.returned": _REGISTERED + ("now",),
+    "lan.snapshot": ("devices", "episodes"),
 })
 
 _HOST = _kinds("agent/host", {
@@ -89,6 +90,7 @@ _HOST = _kinds("agent/host", {
 _ISOLATION = _kinds("agent/isolation", {
     "isolation.breached": _PROBE,
     "isolation.restored": _PROBE,
+    "isolation.snapshot": None,
 })
 
 # Log fields follow agent/watchers/logreconcile.py (events) and logs.py (shipped lines, retention).
