@@ -22,8 +22,7 @@ STEPS = (
     ("cryptography (protocol.keys, envelope)", "import protocol.keys, protocol.envelope"),
     ("paho-mqtt", "import paho.mqtt.client"),
     ("rest of agent (runtime, outbox/sqlite3)", "import agent.cli, agent.runtime"),
-    ("scapy.sendrecv (LanWatcher._start_sniffer)", "from scapy.sendrecv import AsyncSniffer"),
-    ("scapy.layers.l2 (LanWatcher._sweep)", "from scapy.layers.l2 import ARP, Ether"),
+    ("watchers (LAN raw-socket I/O, logs/watchdog, host, isolation)", "import agent.watchers.lan, agent.watchers.logs"),
 )
 
 
@@ -38,10 +37,8 @@ def main() -> None:
             top[m.split(".")[0]] = top.get(m.split(".")[0], 0) + 1
         print(json.dumps({"step": name, "rss_mb": proc.memory_info().rss / 2**20, "modules": len(new),
                           "packages": sorted(top.items(), key=lambda kv: -kv[1])[:4]}), flush=True)
-    # What scapy.sendrecv drags in that the watcher never uses.
-    heavy = sorted(m for m in sys.modules if m.startswith(("scapy.layers.", "scapy.contrib.", "scapy.asn1",
-                                                            "scapy.libs", "scapy.arch")))
-    print(json.dumps({"scapy_modules": sum(m.startswith("scapy") for m in sys.modules), "scapy_heavy": heavy}))
+    # The agent must not load a packet library (scapy alone cost ~22 MB here).
+    print(json.dumps({"scapy_modules": sum(m.startswith("scapy") for m in sys.modules)}))
 
 
 if __name__ == "__main__":
