@@ -1,4 +1,4 @@
-"""``venueguard-collector``: run, enroll agents, verify the vault, run the demo."""
+"""``venueguard-collector``: run, enroll agents, verify/prove/purge the vault, rebuild the index, run the demo."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from collector import config
+from collector import config, vaultcli
 from collector.strings import t
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     rules_check = rules_sub.add_parser("check", help="validate every rule file, with file:line errors")
     rules_check.add_argument("--folder", type=Path, default=Path("rules"), help="rules folder (default: ./rules)")
-    sub.add_parser("verify-vault", help="re-hash the vault chain")
+    vaultcli.add_parsers(sub)
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
     demo.add_argument("--dir", type=Path, default=Path("venueguard-demo"), help="demo data dir (reused)")
@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=cfg.collector.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "verify-vault": _verify, "migrate": _migrate,
+    if args.command in ("vault", "verify-vault", "rebuild"):
+        return vaultcli.handler(args.command, args)(cfg, args)
+    handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "migrate": _migrate,
                "demo": _demo}[args.command]
     return handler(cfg, args)
 
@@ -123,19 +125,6 @@ def _rules(_cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
             print(f"  {err}", file=sys.stderr)
         return 1
     print(t("rules_ok", count=len(found), folder=args.folder))
-    return 0
-
-
-def _verify(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
-    from collector.vault import Vault, VaultError
-
-    vault = Vault(cfg.collector.data_dir / "vault")
-    try:
-        count = vault.verify()
-    except VaultError as exc:
-        print(t("vault_bad", detail=exc), file=sys.stderr)
-        return 1
-    print(t("vault_ok", count=count, head=vault.head))
     return 0
 
 

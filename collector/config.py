@@ -42,6 +42,17 @@ class IngestSection(_Section):
     batch_max: int = Field(1000, ge=1, description="Messages per vault fsync at most.")
 
 
+class VaultSection(_Section):
+    """[vault]: the 3-year legal record (DESIGN.md §5)."""
+
+    witness_dir: Path | None = Field(None, description="Second folder that receives a copy of every checkpoint "
+                                     "(production: a locked object-storage mount); empty = data_dir/vault-witness.")
+    checkpoint_interval: float = Field(60.0, gt=0, le=60, description="Seconds between signed checkpoints, at most 60.")
+    segment_mb: int = Field(64, ge=1, description="Rotate a segment file at this size (MB).")
+    segment_hours: float = Field(24.0, gt=0, description="Rotate a segment file at this age (hours); purge removes whole segments.")
+    retention_years: float = Field(3.0, ge=3.0, description="Keep records at least this long; only upwards of 3 years.")
+
+
 class WebSection(_Section):
     """[web]: the pages."""
 
@@ -55,6 +66,7 @@ class CollectorConfig(_Section):
     collector: CollectorSection = CollectorSection()
     broker: BrokerSection = BrokerSection()
     ingest: IngestSection = IngestSection()
+    vault: VaultSection = VaultSection()
     web: WebSection = WebSection()
 
     @property
@@ -69,4 +81,7 @@ def load(path: Path | None) -> CollectorConfig:
         return CollectorConfig()
     cfg = load_toml(path, CollectorConfig)
     section = cfg.collector.model_copy(update={"data_dir": path.parent / cfg.collector.data_dir})
-    return cfg.model_copy(update={"collector": section})
+    vault = cfg.vault
+    if vault.witness_dir is not None:
+        vault = vault.model_copy(update={"witness_dir": path.parent / vault.witness_dir})
+    return cfg.model_copy(update={"collector": section, "vault": vault})

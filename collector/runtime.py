@@ -12,7 +12,7 @@ from collector.config import CollectorConfig
 from collector.ingest import Ingestor
 from collector.service import IngestService
 from collector.store import Store
-from collector.vault import Vault
+from collector.vault.wiring import open_vault
 from collector.web.app import create_app
 
 log = logging.getLogger("venueguard.collector")
@@ -34,7 +34,7 @@ class Collector:
         data = cfg.collector.data_dir
         self.store = open_store(cfg)
         self.key = keys.load_or_create(data / "collector.key")
-        self.vault = Vault(data / "vault")
+        self.vault = open_vault(cfg)  # Merkle log, signed checkpoints, witness copies
         ing = cfg.ingest
         self.ingestor = Ingestor(self.store, self.vault, self.key, deadline_factor=ing.deadline_factor,
                                  gap_grace=ing.gap_grace, max_clock_skew=ing.max_clock_skew)

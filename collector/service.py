@@ -94,6 +94,7 @@ class IngestService:
                 self._handle(batch)
             if time.monotonic() >= next_tick:
                 self._publish(self.ingestor.tick())
+                self.ingestor.vault.tick()  # a signed checkpoint when due, even when idle (same writer thread)
                 next_tick = time.monotonic() + 0.5
 
     def _handle(self, batch: list[tuple[Message, int, int]]) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from collector import keys
 from collector.broker import Mosquitto
 from collector.vault import Vault
 from tests.support import Rig, outbox_state, wait_for
@@ -24,7 +25,9 @@ def _finish(rig: Rig, minimum: int) -> None:
     last, _ = outbox_state(rig.home)
     assert rig.seqs() == list(range(1, last + 1))
     rig.stop()
-    assert Vault(rig.data / "vault").verify() > 0
+    vault = Vault(rig.data / "vault", keys.load_or_create(rig.data / "vault.key"))  # the collector's vault key
+    assert vault.verify() > 0
+    vault.close()
 
 
 def test_broker_killed_and_restarted_mid_stream(tmp_path: Path, broker: Mosquitto) -> None:

@@ -1,5 +1,7 @@
-"""The vault: the legal record of everything accepted, append-only and hash-chained."""
+"""The vault: the legal record of everything accepted, as a Merkle tree sealed by signed checkpoints."""
 
-from collector.vault.segments import Entry, Vault, VaultError
+from collector.vault.frames import Entry
+from collector.vault.segments import VaultError
+from collector.vault.vault import Vault
 
 __all__ = ["Entry", "Vault", "VaultError"]

@@ -54,13 +54,13 @@ def test_verify_vault_reports_tampering(tmp_path: Path, capsys: pytest.CaptureFi
     from collector.vault import Vault
 
     cfg = _cfg(tmp_path)
-    vault = Vault(tmp_path / "data" / "vault")
+    vault = Vault(tmp_path / "data" / "vault")  # no key: nothing sealed, both entries are the unsealed tail
     vault.append([(1.0, "t", '{"a":1}'), (2.0, "t", '{"a":2}')])
     vault.close()
     assert main(["--config", str(cfg), "verify-vault"]) == 0
     assert "证据库校验通过：2 条" in capsys.readouterr().out
-    seg = vault.segments()[0]
-    seg.write_bytes(seg.read_bytes().replace(b'\\"a\\":1', b'\\"a\\":7'))
+    seg = next((tmp_path / "data" / "vault").glob("seg-*.log"))
+    seg.write_bytes(seg.read_bytes().replace(b'{"a":1}', b'{"a":7}'))
     assert main(["--config", str(cfg), "verify-vault"]) == 1
     assert "证据库校验失败" in capsys.readouterr().err
 

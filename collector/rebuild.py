@@ -1,0 +1,46 @@
+"""Rebuild the SQL index from the vault: the vault is the truth, the index only a copy of it.
+
+The index tables filled from the vault (records, log_lines) are emptied and the agents' acked
+watermarks reset, then every vault entry is indexed again by the ingest code itself
+(:meth:`Ingestor._reindex_vault_tail`), so a rebuilt row is made exactly as the live one was.
+The registry (venues, agents, devices) and dead letters are not in the vault and are kept.
+Run it with the collector stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from collector.ingest import Ingestor
+from collector.store import Store
+from collector.store import schema
+from collector.store.store import NewRecord
+from collector.vault import Vault
+from protocol.keys import new_private_key
+
+
+class _Rebuilder(Ingestor):
+    """Ingest's re-indexing, replaying each agent's boot as the live collector knew it then."""
+
+    def _collector_record(self, doc: dict[str, Any], received_at: float, payload: str, index: int) -> NewRecord:
+        track = self.tracks[doc["agent_id"]]
+        if doc["kind"] == "agent.online":
+            track.boot = doc["data"]["boot"]  # live ingest set the boot before recording the event
+        return super()._collector_record(doc, received_at, payload, index)
+
+
+def rebuild(store: Store, vault: Vault) -> int:
+    """Drop the vault-derived index and re-create it; return the number of records indexed."""
+    with store.engine.begin() as conn:
+        conn.execute(schema.log_lines.delete())
+        conn.execute(schema.records.delete())
+        conn.execute(schema.agents.update().values(acked_seq=0))
+    ing = _Rebuilder(store, vault, new_private_key())  # the key signs acks, none are sent here
+    ing.refresh_registry(force=True)
+    for track in ing.tracks.values():
+        track.boot = None
+    ing._reindex_vault_tail()  # noqa: SLF001 - the one place that indexes vault entries
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(schema.records)).scalar() or 0)
