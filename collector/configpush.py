@@ -16,16 +16,22 @@ from collector.store import Store
 from protocol import topics
 from protocol.envelope import Envelope, record
 from protocol.inventory import Inventory
+from protocol.schedule import Session
 
 #: ``(topic, payload, retain)`` for the service to publish.
 Outgoing = tuple[str, bytes, bool]
 CHECK_EVERY = 2.0
 
 
-def config_message(key: Ed25519PrivateKey, agent_id: str, inventory: Inventory, now: float) -> Outgoing:
-    """The signed, retained config of one agent; its seq is the inventory version."""
-    env = Envelope(agent_id, "collector", inventory.version, round(now, 3), "cfg",
-                   (record("config", now, {"inventory": inventory.to_json()}),))
+def config_message(key: Ed25519PrivateKey, agent_id: str, inventory: Inventory, now: float,
+                   sessions: tuple[Session, ...] = ()) -> Outgoing:
+    """The signed, retained config of one agent; its seq is the inventory version.
+
+    ``sessions`` are the venue's upcoming exam sessions (the schedule import comes with the
+    rulebook issue; until then none are sent).
+    """
+    data = {"inventory": inventory.to_json(), "sessions": [s.to_json() for s in sessions]}
+    env = Envelope(agent_id, "collector", inventory.version, round(now, 3), "cfg", (record("config", now, data),))
     return topics.topic(agent_id, "cfg"), env.signed(key).encode(), True
 
 

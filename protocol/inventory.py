@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 ROLES = ("camera", "recorder", "exam_server", "exam_terminal", "switch", "other")
+VENDORS = ("", "hikvision", "dahua", "onvif")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
 
 
@@ -40,6 +41,10 @@ class Device:
     role: str
     room: str = ""
     name: str = ""
+    vendor: str = ""  # cameras and recorders: hikvision | dahua | onvif | "" (generic RTSP)
+    stream: str = ""  # cameras: RTSP path of the stream to sample (default: the vendor's sub-stream)
+    http_port: int = 0  # cameras and recorders: HTTP API port (0 = 80)
+    channel: int = 0  # cameras: the recorder channel that records it (0 = unknown)
 
     @property
     def dhcp(self) -> bool:
@@ -78,7 +83,12 @@ class Inventory:
                 role = d["role"]
                 if role not in ROLES:
                     raise ValueError(f"role {role!r} is not one of {ROLES}")
-                devices.append(Device(normalise_mac(d["mac"]), ip, role, str(d.get("room", "")), str(d.get("name", ""))))
+                vendor = str(d.get("vendor", ""))
+                if vendor not in VENDORS:
+                    raise ValueError(f"vendor {vendor!r} is not one of {VENDORS}")
+                devices.append(Device(normalise_mac(d["mac"]), ip, role, str(d.get("room", "")), str(d.get("name", "")),
+                                      vendor, str(d.get("stream", "")), int(d.get("http_port", 0)),
+                                      int(d.get("channel", 0))))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"devices[{i}]: {exc}") from exc
         return cls(str(doc["venue_id"]), int(doc["version"]), tuple(devices))

@@ -29,7 +29,8 @@ def test_inventory_push_forgery_and_staleness(tmp_path: Path, broker: Mosquitto)
     rig.collector.start()
     rig.agent.start()
     rig.store.replace_inventory("V1", [CAMERA])
-    wait_for(lambda: _kinds(rig, "config.applied") == [{"version": 1, "devices": 1}], 30, what="config v1 applied")
+    wait_for(lambda: _kinds(rig, "config.applied") == [{"version": 1, "devices": 1, "sessions": 0}], 30,
+             what="config v1 applied")
     rig.store.replace_inventory("V1", [CAMERA, Device("00:11:22:33:44:02", None, "exam_terminal")])
     wait_for(lambda: [d["version"] for d in _kinds(rig, "config.applied")] == [1, 2], 30, what="config v2 applied")
 
@@ -50,7 +51,7 @@ def test_inventory_push_forgery_and_staleness(tmp_path: Path, broker: Mosquitto)
 
     rig.agent.stop()
     box = Outbox(rig.home / "data" / "outbox.sqlite3")
-    held = Inventory.from_json(box.load_state("config"))
+    held = Inventory.from_json(box.load_state("config")["inventory"])
     box.close()
     assert held.version == 2 and "66:77:88:99:aa:bb" not in held.by_mac
     rig.stop()
