@@ -1,8 +1,10 @@
 """Inventory import: a venue's registered devices from CSV, checked line by line.
 
-The file has a header ``venue_id,mac,ip,role,room,name``; ``ip`` is an address or ``DHCP``
-(动态) for devices allowed any address in the exam subnets; ``role`` is one of the English
-names in :data:`protocol.inventory.ROLES` or its Chinese name. The import is all or nothing: one
+The file has a header ``venue_id,mac,ip,role,room,name`` and, for cameras and recorders, the
+optional columns ``vendor,stream,http_port,channel``; ``ip`` is an address or ``DHCP`` (动态) for
+devices allowed any address in the exam subnets; ``role`` is one of the English names in
+:data:`protocol.inventory.ROLES` or its Chinese name; ``vendor`` is hikvision/dahua/onvif (海康,
+大华) or empty. The import is all or nothing: one
 bad line and nothing changes, with every bad line reported.
 """
 
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.store import Store
-from protocol.inventory import ROLES, Device, normalise_mac
+from protocol.inventory import ROLES, VENDORS, Device, normalise_mac
 
 COLUMNS = ("venue_id", "mac", "ip", "role", "room", "name")
+OPTIONAL_COLUMNS = ("vendor", "stream", "http_port", "channel")
+VENDOR_NAMES = {"海康": "hikvision", "海康威视": "hikvision", "大华": "dahua"}
 ROLE_NAMES = {"摄像头": "camera", "摄像机": "camera", "录像机": "recorder", "考试服务器": "exam_server",
               "考试终端": "exam_terminal", "考试机": "exam_terminal", "交换机": "switch", "其他": "other"}
 DHCP_WORDS = {"dhcp", "动态"}
@@ -84,7 +88,17 @@ def _device(row: dict[str, str | None], known_venues: set[str]) -> tuple[str, De
     role = ROLE_NAMES.get(role_text, role_text.lower())
     if role not in ROLES:
         raise ValueError(f"设备类型 {role_text!r} 不合法（可选：{'、'.join(ROLE_NAMES)} 或 {', '.join(ROLES)}）")
-    return venue, Device(mac, ip, role, (row.get("room") or "").strip(), (row.get("name") or "").strip())
+    vendor_text = (row.get("vendor") or "").strip()
+    vendor = VENDOR_NAMES.get(vendor_text, vendor_text.lower())
+    if vendor not in VENDORS:
+        raise ValueError(f"厂商 {vendor_text!r} 不合法（可选：海康、大华、onvif，或留空）")
+    port_text, channel_text = (row.get("http_port") or "0").strip(), (row.get("channel") or "0").strip()
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"HTTP 端口 {port_text!r} 不合法（0–65535，留空为 80）")
+    if not channel_text.isdigit():
+        raise ValueError(f"通道号 {channel_text!r} 不合法（填写录像机通道号数字，留空为未知）")
+    return venue, Device(mac, ip, role, (row.get("room") or "").strip(), (row.get("name") or "").strip(), vendor,
+                         (row.get("stream") or "").strip(), int(port_text), int(channel_text))
 
 
 def _duplicates(venues: dict[str, list[tuple[int, Device]]]) -> list[LineError]:

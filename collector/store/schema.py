@@ -22,6 +22,10 @@ devices = sa.Table(
     sa.Column("role", sa.String(20), nullable=False),
     sa.Column("room", sa.String(100), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("vendor", sa.String(20), nullable=False, server_default=""),
+    sa.Column("stream", sa.String(300), nullable=False, server_default=""),  # RTSP path to sample
+    sa.Column("http_port", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("channel", sa.Integer, nullable=False, server_default="0"),  # recorder channel of a camera
 )
 
 agents = sa.Table(

@@ -160,7 +160,8 @@ class Store:
         d, v = schema.devices, schema.venues
         with self.engine.connect() as conn:
             version = conn.execute(sa.select(v.c.inventory_version).where(v.c.id == venue_id)).scalar_one()
-            rows = conn.execute(sa.select(d.c.mac, d.c.ip, d.c.role, d.c.room, d.c.name)
+            rows = conn.execute(sa.select(d.c.mac, d.c.ip, d.c.role, d.c.room, d.c.name, d.c.vendor, d.c.stream,
+                                          d.c.http_port, d.c.channel)
                                 .where(d.c.venue_id == venue_id).order_by(d.c.mac)).all()
         return Inventory(venue_id, int(version), tuple(Device(*r) for r in rows))
 

@@ -63,3 +63,20 @@ def test_header_must_name_the_columns() -> None:
     """A file without the expected header is refused at line 1, naming the columns."""
     with pytest.raises(InventoryError, match="表头缺少列 venue_id, mac"):
         parse_csv("a,b\n1,2\n", {"V"})
+
+
+def test_camera_and_recorder_endpoints_are_imported(store: Store, tmp_path: Path) -> None:
+    """The optional vendor/stream/http_port/channel columns reach the signed inventory; a bad one is named."""
+    store.add_venue("GZ-TH01")
+    path = tmp_path / "inv.csv"
+    path.write_text("venue_id,mac,ip,role,room,name,vendor,stream,http_port,channel\n"
+                    "GZ-TH01,00:11:22:33:44:01,198.51.100.21,摄像头,第1考场,前门,海康,/Streaming/Channels/102,80,1\n"
+                    "GZ-TH01,00:11:22:33:44:02,198.51.100.22,录像机,,录像机,dahua,,8080,\n", encoding="utf-8")
+    import_file(store, path)
+    cam, rec = store.inventory("GZ-TH01").devices
+    assert (cam.vendor, cam.stream, cam.http_port, cam.channel) == ("hikvision", "/Streaming/Channels/102", 80, 1)
+    assert (rec.vendor, rec.http_port, rec.channel) == ("dahua", 8080, 0)
+    path.write_text("venue_id,mac,ip,role,room,name,vendor,http_port\nGZ-TH01,00:11:22:33:44:01,198.51.100.21,camera,,,sony,99999\n",
+                    encoding="utf-8")
+    with pytest.raises(InventoryError, match="厂商 'sony' 不合法"):
+        import_file(store, path)
