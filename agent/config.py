@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.watchers.logmanifest import DEFAULT_ROTATION
+from agent.watchers.recorders import RecordersWatcherSection
 from protocol.settings import ConfigError, load_toml
 
 __all__ = ["AgentConfig", "ConfigError", "load"]
@@ -111,11 +112,12 @@ class LogsWatcherSection(_Section):
 
 
 class WatchersSection(_Section):
-    """[watchers]: one sub-table per watcher."""
+    """[watchers]: one sub-table per watcher (some sections live beside their watcher)."""
 
     host: HostWatcherSection = HostWatcherSection()
     lan: LanWatcherSection = LanWatcherSection()
     isolation: IsolationWatcherSection = IsolationWatcherSection()
+    recorders: RecordersWatcherSection = RecordersWatcherSection()
     logs: LogsWatcherSection = LogsWatcherSection()
 
 
@@ -143,5 +145,8 @@ def _resolve(cfg: AgentConfig, base: Path) -> AgentConfig:
     for option in ("scenario", "tools_file"):
         if getattr(host, option) is not None:
             host = host.model_copy(update={option: base / getattr(host, option)})
-    watchers = cfg.watchers.model_copy(update={"host": host})
+    rec = cfg.watchers.recorders
+    if rec.credentials_file is not None:
+        rec = rec.model_copy(update={"credentials_file": base / rec.credentials_file})
+    watchers = cfg.watchers.model_copy(update={"host": host, "recorders": rec})
     return cfg.model_copy(update={"agent": agent, "watchers": watchers})

@@ -23,6 +23,7 @@ from agent.watchers import Watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
 from agent.watchers.isolation import IsolationWatcher
 from agent.watchers.lan import LanWatcher
+from agent.watchers.recorders import RecordersWatcher
 from agent.watchers.logmanifest import LogSource
 from agent.watchers.logs import LogsWatcher
 from protocol.inventory import Inventory
@@ -50,6 +51,9 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None],
         watchers.append(LanWatcher(interfaces=lan.interfaces, subnets=lan.subnets, inventory=inventory,
                                    interval=lan.interval, sweep_interval=lan.sweep_interval, sweep_rate=lan.sweep_rate,
                                    missing_after=lan.missing_after, flip_window=lan.flip_window))
+    rec = cfg.watchers.recorders
+    if rec.enabled:
+        watchers.append(RecordersWatcher(inventory=inventory, **rec.model_dump(exclude={"enabled"})))
     iso = cfg.watchers.isolation
     if iso.enabled:
         watchers.append(IsolationWatcher(targets=iso.targets, interval=iso.interval, timeout=iso.timeout))

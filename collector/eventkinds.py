@@ -108,8 +108,33 @@ _LOGS = _kinds("agent/logs", {
     "logs.snapshot": None,
 })
 
+# Recorder fields follow agent/watchers/recorder_view.py: every event carries the recorder's
+# identity; closing events repeat the opening data plus ``now``.
+_RECORDER = ("recorder", "ip", "name", "room", "vendor", "model", "serial", "firmware")
+_CLOSE = ("now",)
+_DISK = ("disk", "disk_name", "status", "capacity_mb")
+_SPACE = ("free_gb", "min_free_gb", "healthy_disks", "disks")
+_CHANNEL = ("channel", "status", "channel_ip", "camera")
+_RECORDING = ("channel", "camera", "newest_end", "lag_s", "max_record_lag", "searched_s", "clock")
+_RECORDERS = _kinds("agent/recorders", {
+    "recorder.down": _RECORDER + ("since", "error"),
+    "recorder.up": _RECORDER + ("since", "error") + _CLOSE,
+    "recorder.auth_failed": _RECORDER + ("error",),
+    "recorder.auth_ok": _RECORDER + ("error",) + _CLOSE,
+    "recorder.rebooted": _RECORDER + ("previous_boot", "boot", "uptime_s", "clock"),
+    "recorder.disk_fault": _RECORDER + _DISK,
+    "recorder.disk_ok": _RECORDER + _DISK + _CLOSE,
+    "recorder.disk_low": _RECORDER + _SPACE,
+    "recorder.disk_space_ok": _RECORDER + _SPACE + _CLOSE,
+    "recorder.channel_offline": _RECORDER + _CHANNEL,
+    "recorder.channel_online": _RECORDER + _CHANNEL + _CLOSE,
+    "recorder.not_recording": _RECORDER + _RECORDING,
+    "recorder.recording": _RECORDER + _RECORDING + _CLOSE,
+    "recorders.snapshot": ("recorders", "episodes"),
+})
+
 EVENT_KINDS: Mapping[str, EventKind] = MappingProxyType(
-    {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION, **_LOGS}
+    {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION, **_LOGS, **_RECORDERS}
 )
 
 

@@ -9,7 +9,9 @@ from agent.config import WatchersSection
 from collector.eventkinds import EVENT_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
-LITERAL = re.compile(r"[\"']((?:device|host|log|logs|isolation|lan|config|outbox|watcher|agent)\.[a-z_]+)[\"']")
+LITERAL = re.compile(
+    r"[\"']((?:device|host|log|logs|isolation|lan|config|outbox|watcher|agent|camera|cameras|recorder|recorders)"
+    r"\.[a-z_]+)[\"']")
 
 
 def test_every_kind_the_agent_emits_is_known_to_the_collector() -> None:

@@ -210,7 +210,8 @@ def test_registered_address_changed_and_restored(lab: Lab, tmp_path: Path) -> No
     """eth0's MAC is registered at 192.0.2.1: moving to 192.0.2.9 gives ``registered_address_changed``
     with the inventory entry (beside ``address_changed``); moving back gives ``_restored``."""
     srv, edges = _server(lab), _Edges(tmp_path)
-    entry = {"mac": MAC, "ip": "192.0.2.1", "role": "exam_server", "room": "101", "name": "srv"}
+    entry = {"mac": MAC, "ip": "192.0.2.1", "role": "exam_server", "room": "101", "name": "srv",
+             "vendor": "", "stream": "", "http_port": 0, "channel": 0}
     opts = {"inventory": {"venue_id": "GZ-T01", "version": 3, "devices": [entry]}}
     assert edges(_collect_in(srv, **opts)) == []
     srv.set_ip("192.0.2.9/24")

@@ -1,0 +1,187 @@
+"""Recorder watcher: is every registered NVR on, healthy and actually recording? (always on)
+
+粤应急规〔2023〕3号 二(四) 「确保考试点监控录像机处于常开状态」 and 三(二)2 「考试视频监控不按要求录制存档
+或者缺失的」. Each recorder of the collector-signed inventory (role ``recorder``) is polled over its
+vendor's HTTP API with Digest auth (:mod:`agent.watchers.isapi`, :mod:`agent.watchers.dahua`) from
+a background thread, all recorders in parallel, so a dead recorder's timeouts never delay the other
+watchers. ``collect()`` only judges the latest polls (:mod:`agent.watchers.recorder_view`, which
+lists the events). ONVIF recorders are listed as ``unsupported``: ONVIF recording search is not
+built yet.
+
+``sees(camera)`` tells the camera watcher whether a recorder currently reports that camera online,
+so a camera the agent cannot reach but the recorder still records is a path problem, not "off".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.watchers import dahua, isapi
+from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
+from agent.watchers.recorder_probe import Probe
+from agent.watchers.recorder_view import RecorderView, Tracked, judge, sees
+from protocol.inventory import Device, Inventory
+
+log = logging.getLogger("venueguard.agent.recorders")
+
+PROBES: dict[str, Callable[[DigestClient, tuple[float, ...]], Probe]] = {"hikvision": isapi.probe, "dahua": dahua.probe}
+ALIVE_PATHS = {"hikvision": "/ISAPI/System/deviceInfo", "dahua": "/cgi-bin/magicBox.cgi?action=getSystemInfo"}
+
+
+class RecordersWatcherSection(BaseModel):
+    """[watchers.recorders]: NVR liveness, disks, channels and recording progress."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    username: str = Field("", description="API user on the recorders (a read-only operator account is enough).")
+    password: str = Field("", description="Its password; prefer credentials_file, readable by the agent only.")
+    credentials_file: Path | None = Field(None, description='JSON {"*" or MAC: {"username", "password"}}; overrides username/password.')
+    interval: float = Field(30.0, gt=0, description="Seconds between polls of every recorder.")
+    timeout: float = Field(5.0, gt=0, description="Seconds per HTTP request; at most interval.")
+    down_after: int = Field(3, ge=1, description="Failed polls in a row before recorder.down (back-dated to the first).")
+    up_after: int = Field(2, ge=1, description="Answered polls in a row before recorder.up.")
+    max_record_lag: float = Field(300.0, gt=0, description="Seconds the newest recorded segment may end behind the recorder clock.")
+    min_free_gb: float = Field(0.0, ge=0, description="Free GB on healthy disks below which recorder.disk_low (0 = off: overwrite mode keeps disks full).")
+    search_window: float = Field(86400.0, gt=0, description="Seconds searched back for the newest segment when none is recent (evidence of how old).")
+    auth_retry: float = Field(600.0, gt=0, description="Seconds between login attempts once credentials were rejected (devices lock accounts).")
+
+
+@dataclass
+class RecordersWatcher:
+    """Polls the registered recorders in a background thread; ``collect()`` judges the polls."""
+
+    inventory: Callable[[], Inventory | None] = lambda: None
+    username: str = ""
+    password: str = ""
+    credentials_file: Path | None = None
+    interval: float = 30.0
+    timeout: float = 5.0
+    down_after: int = 3
+    up_after: int = 2
+    max_record_lag: float = 300.0
+    min_free_gb: float = 0.0
+    search_window: float = 86400.0
+    auth_retry: float = 600.0
+    background: bool = True  # tests drive poll() themselves
+    name: str = "recorders"
+    news: threading.Event = field(default_factory=threading.Event)  # set after each poll round
+
+    def init(self) -> None:
+        """Validate options and credentials; start polling."""
+        if not 0 < self.timeout <= self.interval:
+            raise ValueError("option watchers.recorders.timeout must be > 0 and <= interval")
+        if self.down_after < 1 or self.up_after < 1:
+            raise ValueError("option watchers.recorders.down_after and up_after must be >= 1")
+        if self.max_record_lag <= 0 or self.search_window < self.max_record_lag:
+            raise ValueError("option watchers.recorders.search_window must be >= max_record_lag > 0")
+        self._credentials = self._load_credentials()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tracked: dict[str, Tracked] = {}
+        self._clients: dict[str, DigestClient] = {}
+        self._auth_at: dict[str, float] = {}
+        if self.background:
+            threading.Thread(target=self._loop, name="recorders", daemon=True).start()
+
+    def _load_credentials(self) -> dict[str, tuple[str, str]]:
+        """``{"*" or mac: (user, password)}`` from the file, else from username/password."""
+        if self.credentials_file is None:
+            if not self.username:
+                raise ValueError("option watchers.recorders.username: set it (or credentials_file)")
+            return {"*": (self.username, self.password)}
+        try:
+            doc = json.loads(Path(self.credentials_file).read_text())
+            return {k.lower(): (str(v["username"]), str(v["password"])) for k, v in doc.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"option watchers.recorders.credentials_file: {exc}") from exc
+
+    def stop(self) -> None:
+        """Stop polling (an in-flight poll ends within one timeout)."""
+        self._stop.set()
+
+    def collect(self) -> RecorderView:
+        """Judge the latest polls against the inventory."""
+        inv = self.inventory()
+        with self._lock:
+            return judge(self._recorders(inv), self._tracked, inv, self.max_record_lag, self.min_free_gb,
+                         self.search_window)
+
+    def sees(self, camera: str) -> bool | None:
+        """True: a recorder reports this camera (MAC or IP) online now; False: every recorder channel
+        mapped to it is offline; None: unknown (no mapping, or its recorder is not answering)."""
+        inv = self.inventory()
+        with self._lock:
+            return sees(camera, self._recorders(inv), self._tracked, inv)
+
+    @staticmethod
+    def _recorders(inv: Inventory | None) -> list[Device]:
+        return [] if inv is None else [d for d in inv.devices if d.role == "recorder"]
+
+    # -- polling ---------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - a failed round is logged; the next one retries
+                log.exception("recorder poll round failed")
+            self.news.set()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def poll(self) -> None:
+        """Poll every registered recorder once, in parallel."""
+        devices = self._recorders(self.inventory())
+        if not devices:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(devices), 16)) as pool:
+            list(pool.map(self._poll_one, devices))
+
+    def _poll_one(self, dev: Device) -> None:
+        """One recorder: full probe, or only a liveness check while its credentials are rejected."""
+        now, mono = time.time(), time.monotonic()
+        with self._lock:
+            t = self._tracked.setdefault(dev.mac, Tracked())
+        if dev.vendor not in PROBES or not dev.ip:
+            with self._lock:
+                t.state, t.error = "unsupported", f"vendor {dev.vendor!r} / ip {dev.ip!r} cannot be polled"
+            return
+        client = self._client(dev)
+        try:
+            if t.auth_error and mono - self._auth_at.get(dev.mac, float("-inf")) < self.auth_retry:
+                client.alive(ALIVE_PATHS[dev.vendor])
+                outcome: Probe | str | None = None
+            else:
+                outcome = PROBES[dev.vendor](client, (2 * self.max_record_lag, self.search_window))
+        except AuthFailed as exc:
+            self._auth_at[dev.mac] = mono
+            outcome = str(exc)
+        except ProbeError as exc:
+            with self._lock:
+                t.failed(str(exc), now, self.down_after)
+            return
+        with self._lock:
+            if isinstance(outcome, Probe):
+                t.answered(self.up_after)
+                t.probed(outcome, mono)
+            else:
+                t.answered(self.up_after, auth_error=outcome or t.auth_error)
+
+    def _client(self, dev: Device) -> DigestClient:
+        """One client per recorder, rebuilt when its address or credentials changed."""
+        user, password = self._credentials.get(dev.mac) or self._credentials.get("*") or ("", "")
+        client = self._clients.get(dev.mac)
+        port = dev.http_port or 80
+        if client is None or (client.host, client.port, client.username, client.password) != (dev.ip, port, user, password):
+            client = self._clients[dev.mac] = DigestClient(str(dev.ip), port, user, password, self.timeout)
+        return client
