@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.watchers.logmanifest import DEFAULT_ROTATION
+from agent.watchers.cameras import CamerasWatcherSection
 from agent.watchers.recorders import RecordersWatcherSection
 from protocol.settings import ConfigError, load_toml
 
@@ -118,6 +119,7 @@ class WatchersSection(_Section):
     lan: LanWatcherSection = LanWatcherSection()
     isolation: IsolationWatcherSection = IsolationWatcherSection()
     recorders: RecordersWatcherSection = RecordersWatcherSection()
+    cameras: CamerasWatcherSection = CamerasWatcherSection()
     logs: LogsWatcherSection = LogsWatcherSection()
 
 
@@ -148,5 +150,8 @@ def _resolve(cfg: AgentConfig, base: Path) -> AgentConfig:
     rec = cfg.watchers.recorders
     if rec.credentials_file is not None:
         rec = rec.model_copy(update={"credentials_file": base / rec.credentials_file})
-    watchers = cfg.watchers.model_copy(update={"host": host, "recorders": rec})
+    cams = cfg.watchers.cameras
+    if cams.credentials_file is not None:
+        cams = cams.model_copy(update={"credentials_file": base / cams.credentials_file})
+    watchers = cfg.watchers.model_copy(update={"host": host, "recorders": rec, "cameras": cams})
     return cfg.model_copy(update={"agent": agent, "watchers": watchers})

@@ -23,20 +23,22 @@ from agent.watchers import Watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
 from agent.watchers.isolation import IsolationWatcher
 from agent.watchers.lan import LanWatcher
+from agent.watchers.cameras import from_section as cameras_watcher
 from agent.watchers.recorders import RecordersWatcher
 from agent.watchers.logmanifest import LogSource
 from agent.watchers.logs import LogsWatcher
 from protocol.inventory import Inventory
+from protocol.schedule import Session
 from protocol.keys import Bundle
 
 log = logging.getLogger("venueguard.agent")
 
 
-def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None],
-                   outbox: Outbox | None = None) -> list[Watcher]:
+def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None], outbox: Outbox | None = None,
+                   sessions: Callable[[], tuple[Session, ...]] = tuple) -> list[Watcher]:
     """Instantiate and validate the enabled watchers; ValueError names a bad option.
 
-    ``inventory`` gives the collector-signed inventory in force, for watchers that judge against it;
+    ``inventory`` and ``sessions`` give the collector-signed inventory and exam sessions in force;
     ``outbox`` is for the logs watcher, which commits shipped lines together with their offsets.
     """
     watchers: list[Watcher] = []
@@ -52,8 +54,14 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None],
                                    interval=lan.interval, sweep_interval=lan.sweep_interval, sweep_rate=lan.sweep_rate,
                                    missing_after=lan.missing_after, flip_window=lan.flip_window))
     rec = cfg.watchers.recorders
-    if rec.enabled:
-        watchers.append(RecordersWatcher(inventory=inventory, **rec.model_dump(exclude={"enabled"})))
+    recorders = RecordersWatcher(inventory=inventory, **rec.model_dump(exclude={"enabled"})) if rec.enabled else None
+    if recorders is not None:
+        watchers.append(recorders)
+    cams = cfg.watchers.cameras
+    if cams.enabled:
+        # A camera the recorder still sees while the agent does not is a path problem, not "off".
+        sees = recorders.sees if recorders is not None else (lambda _mac: None)
+        watchers.append(cameras_watcher(cams, inventory, sessions, sees))
     iso = cfg.watchers.isolation
     if iso.enabled:
         watchers.append(IsolationWatcher(targets=iso.targets, interval=iso.interval, timeout=iso.timeout))
@@ -100,7 +108,7 @@ class Runtime:
                              on_config=lambda payload: self._commit(self.remote.receive(payload)),
                              config_version=lambda: self.remote.version)
         if watchers is None:
-            watchers = build_watchers(cfg, self.remote.inventory, self.outbox)
+            watchers = build_watchers(cfg, self.remote.inventory, self.outbox, self.remote.sessions)
         self._slots = [_Slot(w) for w in watchers]
         self._stop = threading.Event()
         # Watchers that can tell when something new happened (a ``news`` event) wake the loop at

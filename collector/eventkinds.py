@@ -133,8 +133,25 @@ _RECORDERS = _kinds("agent/recorders", {
     "recorders.snapshot": ("recorders", "episodes"),
 })
 
+# Camera fields follow agent/watchers/camera_state.py and cameras.py.
+_CAMERA = ("mac", "ip", "room", "name", "vendor", "channel", "url")
+_PROBE_RESULT = ("level", "target_level", "outcome", "error", "statuses", "rtp_bytes", "rtp_packets", "origin",
+                 "probed_at", "duration_ms", "clock_offset")
+_FAULT = _CAMERA + _PROBE_RESULT + ("previous", "since", "first_failure_at", "failures", "recorder_sees")
+_CAMERAS = _kinds("agent/cameras", {
+    "camera.down": _FAULT,
+    "camera.path_problem": _FAULT,
+    "camera.auth_failed": _FAULT,
+    "camera.stream_stalled": _FAULT,
+    "camera.up": _CAMERA + _PROBE_RESULT + ("previous", "since", "successes", "fault_since"),
+    "camera.rebooted": _CAMERA + ("how", "old_origin", "new_origin", "detected_at"),
+    "agent.blind": ("since", "witnesses"),
+    "agent.sight_restored": ("since", "witnesses", "blind_since"),
+    "cameras.snapshot": None,
+})
+
 EVENT_KINDS: Mapping[str, EventKind] = MappingProxyType(
-    {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION, **_LOGS, **_RECORDERS}
+    {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION, **_LOGS, **_RECORDERS, **_CAMERAS}
 )
 
 

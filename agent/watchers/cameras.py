@@ -1,0 +1,248 @@
+"""Camera watcher: is every registered camera on and streaming? (粤应急规〔2023〕3号 二(四), 三(二)5)
+
+Each camera in the collector-signed inventory is probed up the RTSP ladder of
+:mod:`agent.watchers.rtsp`. Inside an exam window of its room (start − ``lead_minutes`` to end)
+every ``interval_exam`` s, with an L3 stream sample at window entry and then every
+``sample_every`` s (staggered per camera so they do not all sample at once; after a stalled
+sample, at every probe until it recovers); outside windows every ``interval_idle`` s up to L2.
+Probes run on a bounded thread pool from the watcher's own scheduler thread; ``collect()`` only
+returns the current view, so the runtime loop is never held up by a slow camera.
+
+Judgement (debounce, fault classes, reboots, events) lives in :mod:`agent.watchers.camera_state`;
+blindness in :mod:`agent.watchers.camera_sight`. Whether a camera *must* be on is for the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.watchers import camera_onvif, rtsp
+from agent.watchers.camera_sight import Sight, witnesses
+from agent.watchers.camera_state import CamerasView, Track, step
+from protocol.inventory import Device, Inventory
+from protocol.schedule import Session, windows
+
+log = logging.getLogger("venueguard.agent.cameras")
+
+#: Sub-stream paths: sampling the main stream would cost the camera an extra full-rate encode slot.
+VENDOR_STREAMS = {"hikvision": "/Streaming/Channels/102", "dahua": "/cam/realmonitor?channel=1&subtype=1"}
+
+
+class CamerasWatcherSection(BaseModel):
+    """[watchers.cameras]: RTSP/ONVIF probes of the registered cameras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    username: str = Field("", description="RTSP user for every camera (the config file is root-only, 0600).")
+    password: str = Field("", description="RTSP password for every camera.")
+    credentials_file: Path | None = Field(None, description='JSON {"<mac>": {"username": …, "password": …}}, mode 0600; overrides per camera.')
+    default_stream: str = Field("", description="RTSP path for generic/ONVIF cameras whose inventory entry has no stream.")
+    rtsp_port: int = Field(554, ge=1, le=65535, description="RTSP port of the cameras.")
+    interval_exam: float = Field(15.0, gt=0, description="Seconds between probes inside an exam window.")
+    interval_idle: float = Field(60.0, gt=0, description="Seconds between probes (L0–L2) outside exam windows.")
+    sample_seconds: float = Field(3.0, gt=0, le=30, description="Seconds of RTP read in an L3 sample.")
+    sample_every: float = Field(60.0, gt=0, description="Seconds between L3 samples of a camera inside exam windows.")
+    lead_minutes: float = Field(15.0, ge=0, description="Exam windows open this long before the session starts.")
+    down_after: int = Field(3, ge=1, description="Consecutive failures before a camera fault is reported.")
+    up_after: int = Field(2, ge=1, description="Consecutive successes before a faulty camera is up again.")
+    gateway: str = Field("", description="Exam-LAN gateway IP, a witness for agent.blind (empty: recorders only).")
+    gateway_port: int = Field(0, ge=0, le=65535, description="TCP port to connect on the gateway (0 = ICMP echo).")
+    timeout: float = Field(3.0, gt=0, description="Seconds per RTSP step, per witness check and for ONVIF.")
+    concurrency: int = Field(16, ge=1, le=256, description="Cameras probed at the same time at most.")
+
+
+@dataclass
+class _Slot:
+    """Scheduling state of one camera."""
+
+    due: float
+    exam: bool = False
+    next_sample: float = float("inf")
+    busy: bool = False
+
+
+@dataclass
+class CamerasWatcher:
+    """Probes cameras on its own threads; ``collect()`` returns the judged view."""
+
+    inventory: Callable[[], Inventory | None] = lambda: None
+    sessions: Callable[[], tuple[Session, ...]] = tuple
+    recorder_sees: Callable[[str], bool | None] = lambda mac: None
+    username: str = ""
+    password: str = ""
+    credentials_file: Path | None = None
+    default_stream: str = ""
+    rtsp_port: int = 554
+    interval_exam: float = 15.0
+    interval_idle: float = 60.0
+    sample_seconds: float = 3.0
+    sample_every: float = 60.0
+    lead_minutes: float = 15.0
+    down_after: int = 3
+    up_after: int = 2
+    gateway: str = ""
+    gateway_port: int = 0
+    timeout: float = 3.0
+    concurrency: int = 16
+    interval: float = 1.0  # how often the runtime collects the view; probing has its own clock
+    probe: Callable[..., rtsp.ProbeResult] = rtsp.probe
+    name: str = "cameras"
+    news: threading.Event = field(default_factory=threading.Event)
+
+    def init(self) -> None:
+        """Validate options, read credentials, start the scheduler."""
+        if self.sample_seconds + 4 * self.timeout > 120:
+            raise ValueError("option watchers.cameras.timeout: sample_seconds + 4 × timeout must stay under 120 s")
+        if self.down_after < 1 or self.up_after < 1:
+            raise ValueError("option watchers.cameras.down_after/up_after must be >= 1")
+        self._credentials = _read_credentials(self.credentials_file) if self.credentials_file else {}
+        self._tracks: dict[str, Track] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sight = Sight(self.timeout)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="camera-probe")
+        threading.Thread(target=self._loop, name="camera-scheduler", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop scheduling; probes in flight end within their timeouts."""
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def collect(self) -> CamerasView:
+        """The current view of every registered camera."""
+        with self._lock:
+            return CamerasView({m: t.to_json() for m, t in self._tracks.items()}, self._sight.blind,
+                               {m: dict(t.last) for m, t in self._tracks.items()})
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self._tick(time.time())
+            except Exception:  # noqa: BLE001 - a bad tick is logged; the next one retries
+                log.exception("camera scheduling failed")
+
+    def _tick(self, now: float) -> None:
+        cameras = _cameras(self.inventory())
+        sessions = list(self.sessions())
+        with self._lock:
+            for mac in set(self._tracks) - set(cameras):
+                self._tracks.pop(mac)
+                self._slots.pop(mac, None)
+        for mac, dev in cameras.items():
+            slot = self._slots.setdefault(mac, _Slot(due=now + _stagger(mac) * min(self.interval_exam, 5.0)))
+            exam = bool(windows(sessions, dev.room, now, self.lead_minutes * 60))
+            if exam and not slot.exam:
+                slot.due, slot.next_sample = now, now  # the full ladder once at window entry
+            slot.exam = exam
+            if slot.busy or now < slot.due:
+                continue
+            track = self._tracks.get(mac)
+            resample = track is not None and "stalled" in (track.status, track.pending)
+            level = 3 if exam and (now >= slot.next_sample or resample) else 2
+            if level == 3 and now >= slot.next_sample:
+                first = slot.next_sample == slot.due
+                slot.next_sample = now + self.sample_every + (_stagger(mac) * self.sample_every if first else 0)
+            slot.due = now + (self.interval_exam if exam else self.interval_idle)
+            slot.busy = True
+            self._pool.submit(self._probe_one, dev, slot, level)
+        if now - self._sight.checked_at >= self.interval_exam:
+            self._pool.submit(self._sight.ensure, self._witnesses(), now)
+
+    def _probe_one(self, dev: Device, slot: _Slot, level: int) -> None:
+        try:
+            user, password = self._creds(dev.mac)
+            result = self.probe(dev.ip, self.rtsp_port, self._path(dev), user, password, level, self.sample_seconds,
+                                self.timeout)
+            if level == 3 and dev.http_port and dev.vendor in ("onvif", "hikvision", "dahua"):
+                result.clock_offset = camera_onvif.clock_offset(dev.ip, dev.http_port, self.timeout)
+            self._judge(dev, result)
+        except Exception:  # noqa: BLE001 - one camera's surprise must not stop the others
+            log.exception("probing camera %s failed", dev.mac)
+        finally:
+            slot.busy = False
+
+    def _judge(self, dev: Device, result: rtsp.ProbeResult) -> None:
+        """Fold a result in, unless the agent is blind: then nothing about cameras is believed."""
+        was_blind = self._sight.blind is not None
+        blind = self._sight.ensure(self._witnesses(), after=result.at) if result.outcome != rtsp.OK else self._sight.blind
+        sees = self.recorder_sees(dev.mac) if result.outcome == rtsp.DOWN else None
+        with self._lock:
+            if was_blind or blind is not None:
+                for t in self._tracks.values():
+                    t.reset_streaks()  # failures seen while blind (or just before) prove nothing
+                return
+            track = self._tracks.setdefault(dev.mac, Track(_identity(dev, self._path(dev), self.rtsp_port)))
+            before = track.status
+            step(track, result, self.down_after, self.up_after, sees)
+        if track.status != before:
+            self.news.set()
+
+    # -- configuration helpers -----------------------------------------------------------------
+
+    def _witnesses(self) -> list[Any]:
+        inv = self.inventory()
+        recorders = [(d.ip, d.http_port or 80) for d in inv.devices if d.role == "recorder" and d.ip] if inv else []
+        return witnesses(self.gateway, self.gateway_port, recorders)
+
+    def _creds(self, mac: str) -> tuple[str, str]:
+        own = self._credentials.get(mac)
+        return (own["username"], own["password"]) if own else (self.username, self.password)
+
+    def _path(self, dev: Device) -> str:
+        return dev.stream or VENDOR_STREAMS.get(dev.vendor, "") or self.default_stream or "/"
+
+
+def from_section(c: CamerasWatcherSection, inventory: Callable[[], Inventory | None],
+                 sessions: Callable[[], tuple[Session, ...]],
+                 recorder_sees: Callable[[str], bool | None] = lambda mac: None) -> CamerasWatcher:
+    """The watcher from its config section (for ``agent.runtime.build_watchers``)."""
+    options = c.model_dump(exclude={"enabled"})
+    return CamerasWatcher(inventory=inventory, sessions=sessions, recorder_sees=recorder_sees, **options)
+
+
+def _cameras(inv: Inventory | None) -> dict[str, Device]:
+    return {d.mac: d for d in inv.devices if d.role == "camera" and d.ip} if inv else {}
+
+
+def _identity(dev: Device, path: str, port: int) -> dict[str, Any]:
+    """Who the camera is, in every event: the URL carries no credentials."""
+    return {"mac": dev.mac, "ip": dev.ip, "room": dev.room, "name": dev.name, "vendor": dev.vendor,
+            "channel": dev.channel, "url": f"rtsp://{dev.ip}:{port}{path}"}
+
+
+def _stagger(mac: str) -> float:
+    """A stable fraction in [0, 1) per camera, to spread probes and samples over the interval."""
+    return (zlib.crc32(mac.encode()) % 1000) / 1000
+
+
+def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
+    """Per-MAC credentials; refused when group or others may read the file (it holds passwords)."""
+    try:
+        mode = path.stat().st_mode
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"option watchers.cameras.credentials_file: {exc}") from exc
+    if mode & 0o077 and os.name == "posix":
+        raise ValueError(f"option watchers.cameras.credentials_file: {path} is readable by others (chmod 600)")
+    from protocol.inventory import normalise_mac
+
+    try:
+        return {normalise_mac(mac): {"username": str(e["username"]), "password": str(e["password"])}
+                for mac, e in doc.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"option watchers.cameras.credentials_file: bad entry: {exc}") from exc
