@@ -20,16 +20,16 @@ from agent.remote_config import RemoteConfig
 from agent.state import State
 from agent.uplink import Uplink, new_boot
 from agent.watchers import Watcher
+from agent.watchers.cameras import from_section as cameras_watcher
 from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
 from agent.watchers.isolation import IsolationWatcher
 from agent.watchers.lan import LanWatcher
-from agent.watchers.cameras import from_section as cameras_watcher
-from agent.watchers.recorders import RecordersWatcher
 from agent.watchers.logmanifest import LogSource
 from agent.watchers.logs import LogsWatcher
+from agent.watchers.recorders import RecordersWatcher
 from protocol.inventory import Inventory
-from protocol.schedule import Session
 from protocol.keys import Bundle
+from protocol.schedule import Session
 
 log = logging.getLogger("venueguard.agent")
 
