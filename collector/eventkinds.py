@@ -138,6 +138,10 @@ _CAMERA = ("mac", "ip", "room", "name", "vendor", "channel", "url")
 _PROBE_RESULT = ("level", "target_level", "outcome", "error", "statuses", "rtp_bytes", "rtp_packets", "origin",
                  "probed_at", "duration_ms", "clock_offset")
 _FAULT = _CAMERA + _PROBE_RESULT + ("previous", "since", "first_failure_at", "failures", "recorder_sees")
+# PTZ follows agent/watchers/camera_ptz.py (positions are {elevation, azimuth, zoom}); rooms follow
+# camera_rooms.py (cameras are [{mac, name, state}]).
+_PTZ = _CAMERA + ("home", "before", "after", "since", "window_since", "tolerance")
+_ROOM = ("room", "cameras", "since", "window_since")
 _CAMERAS = _kinds("agent/cameras", {
     "camera.down": _FAULT,
     "camera.path_problem": _FAULT,
@@ -145,6 +149,10 @@ _CAMERAS = _kinds("agent/cameras", {
     "camera.stream_stalled": _FAULT,
     "camera.up": _CAMERA + _PROBE_RESULT + ("previous", "since", "successes", "fault_since"),
     "camera.rebooted": _CAMERA + ("how", "old_origin", "new_origin", "detected_at"),
+    "camera.ptz_moved": _PTZ,
+    "camera.ptz_restored": _PTZ + ("moved_since",),
+    "camera.room_uncovered": _ROOM,
+    "camera.room_covered": _ROOM + ("reason",),
     "agent.blind": ("since", "witnesses"),
     "agent.sight_restored": ("since", "witnesses", "blind_since"),
     "cameras.snapshot": None,

@@ -1,5 +1,5 @@
 """A camera stand-in for tests and the bench: GStreamer's RTSP server with Digest auth, plus an
-optional ONVIF device service answering GetSystemDateAndTime.
+optional HTTP side: ONVIF GetSystemDateAndTime (POST) and Hikvision's PTZ status (GET, Digest).
 
 Run with the SYSTEM Python (``/usr/bin/python3``; it has ``python3-gi`` and GStreamer's RTSP
 server, the project's venv has not), inside the camera's network namespace::
@@ -15,12 +15,21 @@ starts playing (and at once in medias already playing): the RTSP daemon keeps an
 DESCRIBE, SETUP, PLAY and TEARDOWN, but RTP stops — what a camera with a hung encoder looks like.
 Closing the valve before PLAY is answered would not do: GStreamer's server then never answers
 PLAY and its main loop hangs for every client, which is a different fault (a frozen daemon).
+
+PTZ: with ``--ptz-file``, ``GET /ISAPI/PTZCtrl/channels/1/status`` (Digest, the RTSP credentials)
+answers a ``PTZStatus`` in the ver20 namespace whose elevation, azimuth and absoluteZoom are the
+three numbers in that file, read on every request (write the file to turn the camera); no file, or
+any other path, is a 404, as on a fixed camera. The shape is the one Hikvision's ISAPI PTZ service
+documents (ISAPI Developer Guide, PTZCtrl ``/ISAPI/PTZCtrl/channels/<ID>/status``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import os
+import re
 import http.server
 import signal
 import sys
@@ -100,11 +109,57 @@ class Camera:
         return GLib.SOURCE_CONTINUE
 
 
-def serve_onvif(port: int, skew: float) -> None:
-    """Answer every POST with the recorded GetSystemDateAndTime response, at now + ``skew`` (UTC)."""
+PTZ_PATH = "/ISAPI/PTZCtrl/channels/1/status"
+PTZ_BODY = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<PTZStatus version="2.0" xmlns="http://www.hikvision.com/ver20/XMLSchema">'
+            '<AbsoluteHigh><elevation>{}</elevation><azimuth>{}</azimuth><absoluteZoom>{}</absoluteZoom></AbsoluteHigh>'
+            '</PTZStatus>\n')
+REALM = "IP Camera(C1234)"
+
+
+def digest_ok(header: str, method: str, user: str, password: str, nonces: set[str]) -> bool:
+    """Whether an Authorization header answers one of our nonces correctly (MD5, qop=auth or none)."""
+    if not header.lower().startswith("digest "):
+        return False
+    p = {m[1].lower(): m[2] if m[2] is not None else m[3]
+         for m in re.finditer(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', header[7:])}
+    if p.get("username") != user or p.get("nonce") not in nonces:
+        return False
+    md5 = lambda t: hashlib.md5(t.encode()).hexdigest()  # noqa: E731
+    ha1, ha2 = md5(f"{user}:{REALM}:{password}"), md5(f"{method}:{p.get('uri', '')}")
+    if p.get("qop") == "auth":
+        want = md5(f"{ha1}:{p['nonce']}:{p.get('nc', '')}:{p.get('cnonce', '')}:auth:{ha2}")
+    else:
+        want = md5(f"{ha1}:{p['nonce']}:{ha2}")
+    return p.get("response") == want
+
+
+def serve_http(port: int, skew: float, ptz_file: str = "", user: str = "", password: str = "") -> None:
+    """ONVIF: answer every POST with the recorded GetSystemDateAndTime response, at now + ``skew``
+    (UTC). PTZ: answer GETs of :data:`PTZ_PATH` from ``ptz_file`` behind Digest auth."""
     template = ONVIF_FIXTURE.read_text()
+    nonces: set[str] = set()
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path != PTZ_PATH or not ptz_file or not os.path.exists(ptz_file):
+                return self._answer(404, b"<ResponseStatus><statusCode>4</statusCode></ResponseStatus>")
+            if not digest_ok(self.headers.get("Authorization", ""), "GET", user, password, nonces):
+                nonce = os.urandom(16).hex()
+                nonces.add(nonce)
+                return self._answer(401, b"", {"WWW-Authenticate": f'Digest qop="auth", realm="{REALM}", '
+                                                                    f'nonce="{nonce}", stale="FALSE"'})
+            elevation, azimuth, zoom = Path(ptz_file).read_text().split()[:3]
+            self._answer(200, PTZ_BODY.format(elevation, azimuth, zoom).encode())
+
+        def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/xml", **(headers or {})}.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=skew)
@@ -132,6 +187,7 @@ def main() -> None:
     p.add_argument("--control", default="", help="file whose content 'stall' switches stall mode on")
     p.add_argument("--onvif-port", type=int, default=0, help="also serve ONVIF GetSystemDateAndTime here")
     p.add_argument("--clock-skew", type=float, default=0.0, help="seconds the ONVIF clock is ahead")
+    p.add_argument("--ptz-file", default="", help="'elevation azimuth zoom' served as the PTZ status (HTTP port)")
     args = p.parse_args()
     Gst.init(None)
     cam = Camera(args)
@@ -142,7 +198,7 @@ def main() -> None:
     if cam.server.attach(None) == 0:
         sys.exit(f"cannot listen on port {args.port}")
     if args.onvif_port:
-        serve_onvif(args.onvif_port, args.clock_skew)
+        serve_http(args.onvif_port, args.clock_skew, args.ptz_file, args.user, args.password)
     print("ready", flush=True)
     loop.run()
 

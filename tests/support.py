@@ -156,10 +156,11 @@ class Rig:
         """Seqs of a1 in the store, with duplicates if there were any."""
         return self.store.record_seqs("a1")
 
-    def drained(self) -> bool:
-        """True when the outbox is empty and the store holds exactly seqs 1..last, once each."""
+    def drained(self) -> int:
+        """The outbox's last seq when it is empty and the store holds exactly seqs 1..last, once
+        each (0 otherwise). The agent may commit more right after: callers keep this ``last``."""
         last, depth = outbox_state(self.home)
-        return depth == 0 and last > 0 and self.seqs() == list(range(1, last + 1))
+        return last if depth == 0 and last > 0 and self.seqs() == list(range(1, last + 1)) else 0
 
     def stop(self) -> None:
         self.agent.stop()

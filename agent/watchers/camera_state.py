@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.watchers import camera_ptz, camera_rooms
 from agent.watchers.rtsp import OK, ProbeResult
 
 FAULT_KINDS = {"down": "camera.down", "path_problem": "camera.path_problem",
@@ -118,13 +119,16 @@ class CamerasView:
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
     blind: dict[str, Any] | None = None
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest evidence, not persisted
+    ptz: dict[str, dict[str, Any]] = field(default_factory=dict)  # PtzTrack.to_json per camera in a window
+    rooms: dict[str, dict[str, Any]] = field(default_factory=dict)  # camera_rooms.judge: rooms in a window
 
     def to_json(self) -> dict[str, Any]:
         """Persisted and snapshotted form: changes only on transitions, not with every probe."""
-        return {"cameras": self.cameras, "blind": self.blind}
+        return {"cameras": self.cameras, "blind": self.blind, "ptz": self.ptz, "rooms": self.rooms}
 
     def diff(self, before: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """Transitions into a fault, out of one (``camera.up``), reboots, and blindness edges.
+        """Transitions into a fault, out of one (``camera.up``), reboots, blindness edges, PTZ
+        moves in exam windows (:mod:`camera_ptz`) and room coverage (:mod:`camera_rooms`).
 
         On the first run (``before == {}``) only faults and blindness are reported: a camera that
         is merely up is not news.
@@ -145,4 +149,6 @@ class CamerasView:
                 events.append(("camera.up", {**cam["data"], "since": cam["since"], "fault_since": prev.get("since")}))
             if prev and cam["reboots"] > prev.get("reboots", 0):
                 events.append(("camera.rebooted", cam["reboot"]))
+        events += camera_ptz.diff(self.ptz, before.get("ptz", {}))
+        events += camera_rooms.diff(self.rooms, before.get("rooms", {}))
         return events

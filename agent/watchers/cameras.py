@@ -9,7 +9,9 @@ Probes run on a bounded thread pool from the watcher's own scheduler thread; ``c
 returns the current view, so the runtime loop is never held up by a slow camera.
 
 Judgement (debounce, fault classes, reboots, events) lives in :mod:`agent.watchers.camera_state`;
-blindness in :mod:`agent.watchers.camera_sight`. Whether a camera *must* be on is for the rules.
+blindness in :mod:`agent.watchers.camera_sight`; PTZ position of Hikvision cameras inside exam
+windows in :mod:`agent.watchers.camera_ptz`; room coverage (an exam room with no working camera) in
+:mod:`agent.watchers.camera_rooms`. Whether a camera *must* be on is for the rules.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.watchers import camera_onvif, rtsp
+from agent.watchers import camera_onvif, camera_ptz, camera_rooms, rtsp
+from agent.watchers.camera_ptz import PtzTrack
 from agent.watchers.camera_sight import Sight, witnesses
 from agent.watchers.camera_state import CamerasView, Track, step
+from agent.watchers.digest import DigestClient
 from protocol.inventory import Device, Inventory
 from protocol.schedule import Session, windows
 
@@ -61,6 +65,7 @@ class CamerasWatcherSection(BaseModel):
     gateway_port: int = Field(0, ge=0, le=65535, description="TCP port to connect on the gateway (0 = ICMP echo).")
     timeout: float = Field(3.0, gt=0, description="Seconds per RTSP step, per witness check and for ONVIF.")
     concurrency: int = Field(16, ge=1, le=256, description="Cameras probed at the same time at most.")
+    ptz_tolerance: float = Field(10.0, ge=0, description="PTZ change per axis (tenths of a degree / of zoom) that is a move.")
 
 
 @dataclass
@@ -96,8 +101,10 @@ class CamerasWatcher:
     gateway_port: int = 0
     timeout: float = 3.0
     concurrency: int = 16
+    ptz_tolerance: float = 10.0
     interval: float = 1.0  # how often the runtime collects the view; probing has its own clock
     probe: Callable[..., rtsp.ProbeResult] = rtsp.probe
+    read_ptz: Callable[[DigestClient], dict[str, float] | None] = camera_ptz.read_position
     name: str = "cameras"
     news: threading.Event = field(default_factory=threading.Event)
 
@@ -110,6 +117,10 @@ class CamerasWatcher:
         self._credentials = _read_credentials(self.credentials_file) if self.credentials_file else {}
         self._tracks: dict[str, Track] = {}
         self._slots: dict[str, _Slot] = {}
+        self._ptz: dict[str, PtzTrack] = {}  # cameras inside an exam window with a PTZ reading
+        self._ptz_clients: dict[str, DigestClient] = {}  # kept per camera: its Digest nonce is reused
+        self._ptz_skip: set[str] = set()  # no PTZ for us this window (404, refused login)
+        self._rooms: dict[str, dict[str, Any]] = {}  # the last coverage judged
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sight = Sight(self.timeout)
@@ -122,10 +133,20 @@ class CamerasWatcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def collect(self) -> CamerasView:
-        """The current view of every registered camera."""
+        """The current view of every registered camera, their PTZ episodes and the rooms' coverage."""
+        now = time.time()
+        cameras = _cameras(self.inventory())
+        open_rooms = camera_rooms.open_windows(self.sessions(), now, self.lead_minutes * 60)
         with self._lock:
+            by_room: dict[str, list[dict[str, Any]]] = {}
+            for mac, dev in cameras.items():
+                t = self._tracks.get(mac)
+                by_room.setdefault(dev.room, []).append({"mac": mac, "name": dev.name, "state": t.status if t else "unknown",
+                                                         "since": t.since if t else None})
+            self._rooms = camera_rooms.judge(open_rooms, by_room, self._rooms)
             return CamerasView({m: t.to_json() for m, t in self._tracks.items()}, self._sight.blind,
-                               {m: dict(t.last) for m, t in self._tracks.items()})
+                               {m: dict(t.last) for m, t in self._tracks.items()},
+                               {m: t.to_json() for m, t in self._ptz.items()}, self._rooms)
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -140,14 +161,17 @@ class CamerasWatcher:
         cameras = _cameras(self.inventory())
         sessions = list(self.sessions())
         with self._lock:
-            for mac in set(self._tracks) - set(cameras):
-                self._tracks.pop(mac)
+            for mac in (set(self._tracks) | set(self._ptz)) - set(cameras):
+                self._tracks.pop(mac, None)
                 self._slots.pop(mac, None)
+                self._ptz.pop(mac, None)
         for mac, dev in cameras.items():
             slot = self._slots.setdefault(mac, _Slot(due=now + _stagger(mac) * min(self.interval_exam, 5.0)))
             exam = bool(windows(sessions, dev.room, now, self.lead_minutes * 60))
             if exam and not slot.exam:
                 slot.due, slot.next_sample = now, now  # the full ladder once at window entry
+            if not exam and slot.exam:
+                self._leave_window(mac)
             slot.exam = exam
             if slot.busy or now < slot.due:
                 continue
@@ -159,24 +183,45 @@ class CamerasWatcher:
                 slot.next_sample = now + self.sample_every + (_stagger(mac) * self.sample_every if first else 0)
             slot.due = now + (self.interval_exam if exam else self.interval_idle)
             slot.busy = True
-            self._pool.submit(self._probe_one, dev, slot, level)
+            self._pool.submit(self._probe_one, dev, slot, level, exam)
         if now - self._sight.checked_at >= self.interval_exam:
             self._pool.submit(self._sight.ensure, self._witnesses(), now)
 
-    def _probe_one(self, dev: Device, slot: _Slot, level: int) -> None:
+    def _probe_one(self, dev: Device, slot: _Slot, level: int, exam: bool = False) -> None:
         try:
             user, password = self._creds(dev.mac)
             result = self.probe(dev.ip, self.rtsp_port, self._path(dev), user, password, level, self.sample_seconds,
                                 self.timeout)
             if level == 3 and dev.http_port and dev.vendor in ("onvif", "hikvision", "dahua"):
                 result.clock_offset = camera_onvif.clock_offset(dev.ip, dev.http_port, self.timeout)
-            self._judge(dev, result)
+            position = self._position(dev, user, password) if exam else None
+            self._judge(dev, result, position, slot)
         except Exception:  # noqa: BLE001 - one camera's surprise must not stop the others
             log.exception("probing camera %s failed", dev.mac)
         finally:
             slot.busy = False
 
-    def _judge(self, dev: Device, result: rtsp.ProbeResult) -> None:
+    def _position(self, dev: Device, user: str, password: str) -> dict[str, float] | None:
+        """The PTZ position of a Hikvision camera with an HTTP port; None when unknown or unsupported."""
+        if dev.vendor != "hikvision" or not dev.http_port or not dev.ip or dev.mac in self._ptz_skip:
+            return None
+        client = self._ptz_clients.setdefault(dev.mac, DigestClient(dev.ip, dev.http_port, user, password, self.timeout))
+        try:
+            return self.read_ptz(client)
+        except camera_ptz.Unsupported as exc:
+            log.info("camera %s: no PTZ status (%s); skipped for this exam window", dev.mac, exc)
+            self._ptz_skip.add(dev.mac)
+            return None
+
+    def _leave_window(self, mac: str) -> None:
+        """A closed window ends PTZ tracking silently: moving a camera between exams is no fault."""
+        with self._lock:
+            self._ptz.pop(mac, None)
+        self._ptz_skip.discard(mac)
+        self._ptz_clients.pop(mac, None)
+
+    def _judge(self, dev: Device, result: rtsp.ProbeResult, position: dict[str, float] | None = None,
+               slot: _Slot | None = None) -> None:
         """Fold a result in, unless the agent is blind: then nothing about cameras is believed."""
         was_blind = self._sight.blind is not None
         blind = self._sight.ensure(self._witnesses(), after=result.at) if result.outcome != rtsp.OK else self._sight.blind
@@ -189,7 +234,13 @@ class CamerasWatcher:
             track = self._tracks.setdefault(dev.mac, Track(_identity(dev, self._path(dev), self.rtsp_port)))
             before = track.status
             step(track, result, self.down_after, self.up_after, sees)
-        if track.status != before:
+            moved = False
+            if position is not None and slot is not None and slot.exam:  # the window may have closed meanwhile
+                ptz = self._ptz.setdefault(dev.mac, PtzTrack(dict(track.identity)))
+                was = ptz.status
+                ptz.fold(position, result.at, self.ptz_tolerance)
+                moved = ptz.status != was
+        if track.status != before or moved:
             self.news.set()
 
     # -- configuration helpers -----------------------------------------------------------------

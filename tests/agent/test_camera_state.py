@@ -1,13 +1,20 @@
 """Camera judgement without sockets: debounce with back-dating, fault classes, stalls confirmed
-only by stream samples, reboots from the SDP origin, blindness edges, ONVIF time parsing."""
+only by stream samples, reboots from the SDP origin, blindness edges, ONVIF time parsing, PTZ
+moves inside exam windows and room coverage."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.watchers.camera_onvif import parse_utc
+from agent.watchers.camera_ptz import PtzTrack, Unsupported, offset, parse_status, read_position
+from agent.watchers.camera_rooms import judge, open_windows
 from agent.watchers.camera_state import CamerasView, Track, step
+from agent.watchers.digest import AuthFailed, ProbeError
 from agent.watchers.rtsp import ProbeResult
+from protocol.schedule import Session
 
 ID = {"mac": "00:11:22:33:44:01", "ip": "198.51.100.21", "room": "第1考场", "name": "前门"}
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "onvif" / "GetSystemDateAndTime.xml"
@@ -95,3 +102,147 @@ def test_onvif_fixture_parses() -> None:
     xml = FIXTURE.read_text().format(year=2026, month=3, day=14, hour=1, minute=2, second=3)
     assert parse_utc(xml) == 1773450123.0
     assert parse_utc("<x/>") is None
+
+
+# -- PTZ (camera_ptz) ----------------------------------------------------------------------------
+
+PTZ_XML = ('<?xml version="1.0" encoding="UTF-8"?><PTZStatus version="2.0" xmlns="http://www.hikvision.com/ver20/'
+           'XMLSchema"><AbsoluteHigh><elevation>-15</elevation><azimuth>3595</azimuth><absoluteZoom>10</absoluteZoom>'
+           '</AbsoluteHigh></PTZStatus>')
+
+
+def pos(e: float, a: float, z: float) -> dict[str, float]:
+    return {"elevation": e, "azimuth": a, "zoom": z}
+
+
+def ptz_run(track: PtzTrack, readings: list[dict[str, float]], tol: float = 10) -> list[tuple[str, dict]]:
+    """Fold readings 10 s apart through view diffs; return the PTZ events."""
+    events, before = [], {}
+    for i, p in enumerate(readings):
+        track.fold(p, i * 10.0, tol)
+        view = CamerasView(ptz={ID["mac"]: track.to_json()})
+        events += view.diff(before)
+        before = view.to_json()
+    return events
+
+
+def test_ptz_status_parses_by_local_name() -> None:
+    """ver20 namespace, ver10, or none: the same position; incomplete or non-XML answers are None."""
+    assert parse_status(PTZ_XML.encode()) == pos(-15, 3595, 10)
+    assert parse_status(PTZ_XML.replace("ver20", "ver10").encode()) == pos(-15, 3595, 10)
+    assert parse_status(PTZ_XML.replace(' xmlns="http://www.hikvision.com/ver20/XMLSchema"', "").encode()) == pos(-15, 3595, 10)
+    assert parse_status(PTZ_XML.replace("<absoluteZoom>10</absoluteZoom>", "").encode()) is None
+    assert parse_status(b"<html>404</html>") is None and parse_status(b"not xml") is None
+
+
+def test_ptz_move_once_per_episode_then_restored() -> None:
+    """The first reading is home; jitter within tolerance is nothing; a turn is one ptz_moved with
+    before/after, further turns are the same episode; back near home is ptz_restored."""
+    t = PtzTrack(dict(ID))
+    events = ptz_run(t, [pos(0, 1800, 10), pos(3, 1805, 10), pos(0, 2700, 10), pos(-300, 900, 40), pos(0, 1795, 12),
+                         pos(0, 1800, 10)])
+    assert [k for k, _ in events] == ["camera.ptz_moved", "camera.ptz_restored"]
+    moved, back = events[0][1], events[1][1]
+    assert (moved["before"], moved["after"], moved["since"], moved["mac"]) == (pos(0, 1800, 10), pos(0, 2700, 10), 20, ID["mac"])
+    assert (back["before"], back["after"], back["home"], back["moved_since"], back["since"]) == (
+        pos(-300, 900, 40), pos(0, 1795, 12), pos(0, 1800, 10), 20, 40)
+
+
+def test_ptz_azimuth_wraps_and_zoom_counts() -> None:
+    """3595 → 5 is one degree, not 359; a zoom-in alone is a move."""
+    assert offset(pos(0, 3595, 10), pos(0, 5, 10)) == 10
+    assert [k for k, _ in ptz_run(PtzTrack(dict(ID)), [pos(0, 3595, 10), pos(0, 5, 10)])] == []
+    assert [k for k, _ in ptz_run(PtzTrack(dict(ID)), [pos(0, 0, 10), pos(0, 0, 40)])] == ["camera.ptz_moved"]
+
+
+def test_ptz_new_window_is_no_event() -> None:
+    """A window that closes (tracking dropped) or a new one (new home) makes no event."""
+    moved = PtzTrack(dict(ID))
+    ptz_run(moved, [pos(0, 0, 10), pos(0, 900, 10)])
+    assert CamerasView(ptz={}).diff({"ptz": {ID["mac"]: moved.to_json()}}) == []
+    fresh = PtzTrack(dict(ID))
+    fresh.fold(pos(0, 900, 10), 500.0, 10)
+    assert CamerasView(ptz={ID["mac"]: fresh.to_json()}).diff({"ptz": {ID["mac"]: moved.to_json()}}) == []
+
+
+class _Client:
+    """A DigestClient stand-in answering one canned result."""
+
+    def __init__(self, answer: bytes | Exception) -> None:
+        self.answer = answer
+
+    def get(self, path: str) -> bytes:
+        assert path == "/ISAPI/PTZCtrl/channels/1/status"
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_read_position_skips_cameras_without_ptz() -> None:
+    """404, a refused login or an answer without a position: Unsupported (skipped); a timeout is just
+    no reading this time."""
+    assert read_position(_Client(PTZ_XML.encode())) == pos(-15, 3595, 10)  # type: ignore[arg-type]
+    for answer in (ProbeError("http 404"), AuthFailed("rejected"), b"<ResponseStatus/>"):
+        with pytest.raises(Unsupported):
+            read_position(_Client(answer))  # type: ignore[arg-type]
+    assert read_position(_Client(ProbeError("timeout"))) is None  # type: ignore[arg-type]
+
+
+# -- room coverage (camera_rooms) ----------------------------------------------------------------
+
+def cam(mac: str, state: str, since: float | None = None) -> dict:
+    return {"mac": mac, "name": f"cam {mac}", "state": state, "since": since}
+
+
+def rooms_run(steps: list[tuple[dict[str, float], dict[str, list[dict]]]]) -> list[tuple[str, dict]]:
+    """Judge each (windows, cameras) step through view diffs; return the room events."""
+    events, before = [], {}
+    for windows, cameras in steps:
+        view = CamerasView(rooms=judge(windows, cameras, before.get("rooms")))
+        events += view.diff(before)
+        before = view.to_json()
+    return events
+
+
+def test_open_windows_by_room_with_lead() -> None:
+    """A room's window opens lead seconds before its earliest covering session."""
+    sessions = [Session("A", 1000, 2000), Session("A", 1900, 3000), Session("B", 5000, 6000)]
+    assert open_windows(sessions, 1950, 900) == {"A": 100}
+    assert open_windows(sessions, 4200, 900) == {"B": 4100}
+    assert open_windows(sessions, 3500, 900) == {}
+
+
+def test_room_uncovered_when_every_camera_faulty_once_then_covered() -> None:
+    """All cameras in fault → one room_uncovered, since = the last camera's fault (or the window's
+    opening, whichever is later); still faulty in other ways → nothing; one camera up → covered."""
+    w = {"A": 100.0}
+    events = rooms_run([
+        (w, {"A": [cam("1", "up"), cam("2", "down", 50)]}),
+        (w, {"A": [cam("1", "stalled", 300), cam("2", "down", 50)]}),
+        (w, {"A": [cam("1", "auth_failed", 400), cam("2", "path_problem", 350)]}),
+        (w, {"A": [cam("1", "up", 500), cam("2", "path_problem", 350)]}),
+    ])
+    assert [k for k, _ in events] == ["camera.room_uncovered", "camera.room_covered"]
+    lost, back = events[0][1], events[1][1]
+    assert (lost["room"], lost["since"], lost["window_since"]) == ("A", 300, 100)
+    assert lost["cameras"] == [{"mac": "1", "name": "cam 1", "state": "stalled"}, {"mac": "2", "name": "cam 2", "state": "down"}]
+    assert (back["reason"], back["since"]) == ("camera_working", 300)
+    assert [c["state"] for c in back["cameras"]] == ["up", "path_problem"]
+
+
+def test_room_without_camera_and_window_closing() -> None:
+    """An exam room with no registered camera is uncovered from the window's opening; the window
+    closing ends the episode; outside windows nothing is judged."""
+    events = rooms_run([({}, {}), ({"B": 100.0}, {}), ({"B": 100.0}, {}), ({}, {})])
+    assert [(k, d["room"]) for k, d in events] == [("camera.room_uncovered", "B"), ("camera.room_covered", "B")]
+    assert events[0][1]["cameras"] == [] and events[0][1]["since"] == 100
+    assert events[1][1]["reason"] == "window_closed"
+    assert judge({}, {"B": [cam("1", "down", 5)]}) == {}
+
+
+def test_room_with_unjudged_camera_is_undetermined() -> None:
+    """A camera not judged yet (agent just started) makes no coverage event either way."""
+    w = {"A": 100.0}
+    assert judge(w, {"A": [cam("1", "unknown"), cam("2", "down", 50)]})["A"]["status"] == "unknown"
+    assert rooms_run([(w, {"A": [cam("1", "unknown"), cam("2", "down", 50)]}),
+                      (w, {"A": [cam("1", "up", 200), cam("2", "down", 50)]})]) == []

@@ -1,6 +1,8 @@
 """The camera watcher against real RTSP servers (GStreamer's, ``tests/rtsp_camera.py``), one per
 namespace on a 198.51.100.0/24 test LAN, with the agent in its own namespace: every fault class
-is reported once with its evidence, and a blind agent blames no camera.
+is reported once with its evidence, and a blind agent blames no camera. A Hikvision camera turned
+inside an exam window is reported once (and its return), not outside; a room whose cameras all fail,
+or which has an exam and no camera, is reported uncovered until a camera works or the window closes.
 
 This module is also the in-namespace agent: ``python -m tests.agent.test_camera_watcher SETTINGS``
 runs watcher → state → outbox as the runtime does (the test reads the outbox).
@@ -28,6 +30,7 @@ from tests.support import wait_for
 SYSTEM_PYTHON = "/usr/bin/python3"
 USER, PASSWORD = "admin", "Exam#2024"
 ROOM = "第1考场"
+ROOM2 = "第2考场"  # has exam sessions in some tests, and no camera
 CAMS = {f"cam{i}": Device(f"00:11:22:33:44:0{i}", f"198.51.100.2{i}", "camera", ROOM, f"摄像头{i}", "hikvision",
                           http_port=80 if i == 1 else 0) for i in range(1, 6)}
 REC = Device("00:11:22:33:44:10", "198.51.100.30", "recorder", "", "录像机", "hikvision", http_port=80)
@@ -42,7 +45,8 @@ def _gst_available() -> bool:
 class CameraRig:
     """The lab: agent, gateway, recorder and cameras; the watcher process and its outbox."""
 
-    def __init__(self, lab: Lab, tmp: Path, cameras: list[str], wrong_password: tuple[str, ...] = ()) -> None:
+    def __init__(self, lab: Lab, tmp: Path, cameras: list[str], wrong_password: tuple[str, ...] = (),
+                 sessions: list[dict[str, Any]] | None = None) -> None:
         self.lab, self.tmp = lab, tmp
         self.agent = lab.add("agent", "02:aa:00:00:00:01", "198.51.100.10/24")
         lab.add("gw", "02:aa:00:00:00:02", f"{GATEWAY}/24")
@@ -60,7 +64,7 @@ class CameraRig:
         self.outbox = tmp / "outbox.sqlite3"
         settings = {"outbox": str(self.outbox), "ready": str(tmp / "ready"),
                     "inventory": Inventory("V1", 1, tuple(CAMS[n] for n in cameras) + (REC,)).to_json(),
-                    "sessions": [{"room": ROOM, "start": now + 60, "end": now + 3600}],
+                    "sessions": sessions or [{"room": ROOM, "start": now + 60, "end": now + 3600}],
                     "watcher": {"username": USER, "password": PASSWORD, "credentials_file": str(tmp / "creds.json"),
                                 "gateway": GATEWAY, "interval_exam": 1.0, "interval_idle": 60.0, "sample_every": 2.0,
                                 "sample_seconds": 1.0, "timeout": 1.0, "lead_minutes": 15}}
@@ -71,7 +75,8 @@ class CameraRig:
         wait_for(lambda: (tmp / "ready").exists(), 20, what="the watcher to start")
 
     def _start_camera(self, host: Host, name: str) -> subprocess.Popen[bytes]:
-        extra = ["--onvif-port", "80", "--clock-skew", "30"] if CAMS[name].http_port else []
+        extra = ["--onvif-port", "80", "--clock-skew", "30", "--ptz-file", str(self.tmp / f"{name}.ptz")] \
+            if CAMS[name].http_port else []
         log = (self.tmp / f"{name}.log").open("wb")
         return host.popen(SYSTEM_PYTHON, str(ROOT / "tests" / "rtsp_camera.py"), "--port", "554", "--user", USER,
                           "--password", PASSWORD, "--control", str(self.tmp / f"{name}.ctl"), *extra,
@@ -156,7 +161,8 @@ def test_each_camera_fault_is_reported_once_with_its_evidence(rig_factory: Any) 
     assert (frozen["level"], frozen["error"]) == ("L0", "OPTIONS: timeout")
     assert stalled["level"] == "L2" and stalled["statuses"]["PLAY"] == 200 and "RTP" in stalled["error"]
     for d in (refused, frozen, stalled):
-        assert t0 <= d["since"] == d["first_failure_at"] < d["probed_at"] and d["room"] == ROOM
+        # A probe already under way at the fault starts (and is back-dated) up to one timeout earlier.
+        assert t0 - 3.0 <= d["since"] == d["first_failure_at"] < d["probed_at"] and d["room"] == ROOM
     sample = wait_for(lambda: (p := rig.state("probes")[CAMS["cam1"].mac])["level"] == "L3" and p, 10, 0.1, "an L3 sample")
     assert sample["rtp_packets"] > 0 and 28 <= sample["clock_offset"] <= 32  # ONVIF: the camera runs 30 s ahead
     (rig.tmp / "cam4.ctl").write_text("ok")
@@ -182,6 +188,80 @@ def test_blind_agent_blames_no_camera(rig_factory: Any) -> None:
     time.sleep(3)
     assert [e["kind"] for e in rig.events()] == ["agent.blind", "agent.sight_restored"]
     assert rig.statuses() == {"cam1": "up", "cam2": "up"}
+
+
+def _kinds(rig: CameraRig, *kinds: str) -> list[dict[str, Any]]:
+    return [e for e in rig.events() if e["kind"] in kinds]
+
+
+def _pos(elevation: float, azimuth: float, zoom: float) -> dict[str, float]:
+    return {"elevation": elevation, "azimuth": azimuth, "zoom": zoom}
+
+
+def test_ptz_turn_in_exam_window_and_room_coverage(rig_factory: Any, tmp_path: Path) -> None:
+    """cam1 (Hikvision, PTZ over Digest) is turned in the window → one camera.ptz_moved with the home
+    and the new position, whatever it does next; back near home → camera.ptz_restored. 第2考场 has an
+    exam and no camera → room_uncovered (cameras: []). Both cameras of 第1考场 fail → room_uncovered
+    naming both; cam1 back → room_covered."""
+    (tmp_path / "cam1.ptz").write_text("0 1800 10")
+    now = time.time()
+    rig = rig_factory(cameras=["cam1", "cam2"], sessions=[{"room": ROOM, "start": now + 60, "end": now + 3600},
+                                                          {"room": ROOM2, "start": now + 60, "end": now + 3600}])
+    cam1, cam2 = CAMS["cam1"].mac, CAMS["cam2"].mac
+    wait_for(lambda: rig.statuses() == {"cam1": "up", "cam2": "up"}, 20, 0.2, "baseline")
+    wait_for(lambda: cam1 in (rig.state("cameras") or {}).get("ptz", {}), 10, 0.2, "cam1's home position")
+    assert cam2 not in rig.state("cameras")["ptz"]  # no HTTP side: not asked, no event
+    (empty,) = _kinds(rig, "camera.room_uncovered")
+    assert empty["data"]["room"] == ROOM2 and empty["data"]["cameras"] == []
+    assert _kinds(rig, "camera.ptz_moved", "camera.ptz_restored") == []
+
+    (tmp_path / "cam1.ptz").write_text("0 2700 10")  # turned 90° away
+    (moved,) = wait_for(lambda: _kinds(rig, "camera.ptz_moved"), 10, 0.2, "camera.ptz_moved")
+    d = moved["data"]
+    assert (d["before"], d["after"]) == (_pos(0, 1800, 10), _pos(0, 2700, 10))
+    assert (d["mac"], d["room"], d["ip"], d["name"]) == (cam1, ROOM, CAMS["cam1"].ip, CAMS["cam1"].name)
+    (tmp_path / "cam1.ptz").write_text("-300 900 40")  # still away, elsewhere: the same episode
+    time.sleep(3)
+    (tmp_path / "cam1.ptz").write_text("0 1803 10")  # back, within tolerance
+    (restored,) = wait_for(lambda: _kinds(rig, "camera.ptz_restored"), 10, 0.2, "camera.ptz_restored")
+    d = restored["data"]
+    assert (d["before"], d["after"], d["home"]) == (_pos(-300, 900, 40), _pos(0, 1803, 10), _pos(0, 1800, 10))
+    assert d["moved_since"] == moved["data"]["since"] and d["mac"] == cam1
+    assert len(_kinds(rig, "camera.ptz_moved")) == 1
+
+    rig.cams["cam2"].send_signal(signal.SIGTERM)
+    os.kill(rig.cams["cam1"].pid, signal.SIGSTOP)
+    (_, lost) = wait_for(lambda: len(u := _kinds(rig, "camera.room_uncovered")) == 2 and u, 30, 0.2, "room uncovered")
+    assert lost["data"]["room"] == ROOM
+    assert lost["data"]["cameras"] == [{"mac": cam1, "name": CAMS["cam1"].name, "state": "down"},
+                                       {"mac": cam2, "name": CAMS["cam2"].name, "state": "down"}]
+    downs = [e["data"]["since"] for e in _kinds(rig, "camera.down")]
+    assert lost["data"]["since"] == round(max(downs), 3)
+    os.kill(rig.cams["cam1"].pid, signal.SIGCONT)
+    (covered,) = wait_for(lambda: _kinds(rig, "camera.room_covered"), 20, 0.2, "room covered")
+    assert covered["data"]["room"] == ROOM and covered["data"]["reason"] == "camera_working"
+    assert covered["data"]["since"] == lost["data"]["since"]
+    assert {c["mac"]: c["state"] for c in covered["data"]["cameras"]} == {cam1: "up", cam2: "down"}
+    assert len(_kinds(rig, "camera.room_uncovered")) == 2
+
+
+def test_no_ptz_event_outside_exam_window(rig_factory: Any, tmp_path: Path) -> None:
+    """The window closes: 第2考场 (no camera) is covered again (window_closed) and cam1 turned after the
+    close is no event."""
+    (tmp_path / "cam1.ptz").write_text("0 1800 10")
+    now = time.time()
+    end = now + 12
+    rig = rig_factory(cameras=["cam1"], sessions=[{"room": ROOM, "start": now - 60, "end": end},
+                                                  {"room": ROOM2, "start": now - 60, "end": end}])
+    wait_for(lambda: rig.statuses() == {"cam1": "up"}, 20, 0.2, "baseline")
+    wait_for(lambda: CAMS["cam1"].mac in (rig.state("cameras") or {}).get("ptz", {}), 10, 0.2, "home position")
+    assert time.time() < end, "the rig took too long to start"
+    (covered,) = wait_for(lambda: _kinds(rig, "camera.room_covered"), 20, 0.2, "window closed")
+    assert covered["data"]["room"] == ROOM2 and covered["data"]["reason"] == "window_closed"
+    wait_for(lambda: rig.state("cameras")["ptz"] == {}, 10, 0.2, "PTZ tracking to end with the window")
+    (tmp_path / "cam1.ptz").write_text("450 0 40")
+    time.sleep(4)
+    assert [e["kind"] for e in rig.events()] == ["camera.room_uncovered", "camera.room_covered"]
 
 
 def main() -> None:
