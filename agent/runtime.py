@@ -68,6 +68,9 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None], 
     if cfg.watchers.logs.enabled:
         watchers.append(_logs_watcher(cfg, outbox))
     for w in watchers:
+        restore = getattr(w, "restore", None)
+        if restore is not None and outbox is not None:
+            restore(outbox.load_state(w.name))  # statuses of the last run: no repeat events after a restart
         w.init()
     return watchers
 

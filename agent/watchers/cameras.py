@@ -127,6 +127,18 @@ class CamerasWatcher:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="camera-probe")
         threading.Thread(target=self._loop, name="camera-scheduler", daemon=True).start()
 
+    def restore(self, view: dict[str, Any] | None) -> None:
+        """Take the statuses of the last run (the persisted view), so a camera still down after an
+        agent restart is not reported down a second time, and one that recovered meanwhile is up."""
+        self._restored = {m: c for m, c in ((view or {}).get("cameras") or {}).items() if c.get("status") != "unknown"}
+
+    def _new_track(self, dev: Device) -> Track:
+        track = Track(_identity(dev, self._path(dev), self.rtsp_port))
+        prev = getattr(self, "_restored", {}).pop(dev.mac, None)
+        if prev is not None:
+            track.status, track.since, track.data = prev["status"], prev.get("since"), prev.get("data") or {}
+        return track
+
     def stop(self) -> None:
         """Stop scheduling; probes in flight end within their timeouts."""
         self._stop.set()
@@ -231,7 +243,7 @@ class CamerasWatcher:
                 for t in self._tracks.values():
                     t.reset_streaks()  # failures seen while blind (or just before) prove nothing
                 return
-            track = self._tracks.setdefault(dev.mac, Track(_identity(dev, self._path(dev), self.rtsp_port)))
+            track = self._tracks.get(dev.mac) or self._tracks.setdefault(dev.mac, self._new_track(dev))
             before = track.status
             step(track, result, self.down_after, self.up_after, sees)
             moved = False

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from agent.watchers.lan_view import LanView, Sighting, judge
 from agent.watchers.lanio import Sniffer, sweep
@@ -93,6 +93,7 @@ class LanWatcher:
     sweeps: list[float] = field(default_factory=list)  # start times of the last completed sweeps
     sweep_count: int = 0
     news: threading.Event = field(default_factory=threading.Event)  # set on news; the runtime judges at once
+    _restored: dict[str, Any] = field(default_factory=dict)
 
     def init(self) -> None:
         """Validate options; start sniffing and sweeping."""
@@ -125,7 +126,16 @@ class LanWatcher:
         now = time.time()
         window_start = self.sweeps[-self.missing_after] if len(self.sweeps) >= self.missing_after else self._started
         present = self.table.present(since=min(window_start, now - self.missing_after * self.sweep_interval))
-        return judge(present, self.table.history_copy(), self.inventory(), self._missing(), self.flip_window, now)
+        view = judge(present, self.table.history_copy(), self.inventory(), self._missing(), self.flip_window, now)
+        if self.sweep_count < self.missing_after and self._restored:
+            # Until this run has swept enough to know, the last run's episodes stand: a restart
+            # neither closes them nor reports them again when their devices next speak.
+            view.episodes = {**self._restored, **view.episodes}
+        return view
+
+    def restore(self, view: dict[str, Any] | None) -> None:
+        """The persisted view of the last run (called before :meth:`init`)."""
+        self._restored = dict((view or {}).get("episodes") or {})
 
     def _missing(self) -> list[tuple[str, float | None]]:
         """Registered devices silent since the start of the last ``missing_after`` sweeps."""

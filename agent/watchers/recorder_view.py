@@ -10,7 +10,7 @@ closes:
 | ``auth_failed|<mac>`` | ``recorder.auth_failed`` (answers, rejects our credentials) | ``recorder.auth_ok`` |
 | ``disk_fault|<mac>|<disk>`` | ``recorder.disk_fault`` (status word not ok) | ``recorder.disk_ok`` |
 | ``disk_low|<mac>`` | ``recorder.disk_low`` (free space on healthy disks < ``min_free_gb``; off at 0) | ``recorder.disk_space_ok`` |
-| ``channel_offline|<mac>|<ch>`` | ``recorder.channel_offline`` | ``recorder.channel_online`` |
+| ``channel_offline|<mac>|<ch>`` | ``recorder.channel_offline`` (``online`` False; None = unknown, ONVIF) | ``recorder.channel_online`` |
 | ``not_recording|<mac>|<ch>`` | ``recorder.not_recording`` (newest segment ends > ``max_record_lag`` s ago, or none in the window) | ``recorder.recording`` |
 
 ``recorder.rebooted`` is a one-off: the recorder's boot time (device clock − uptime) moved forward.
@@ -195,7 +195,7 @@ def _channels(view: RecorderView, rec: dict[str, Any], ident: dict[str, Any], p:
     for ch, c in sorted(p.channels.items()):
         cam = _camera(camera_for(inventory, dev, ch, c["ip"]))
         rec["channels"][str(ch)] = {"online": c["online"], "status": c["status"], "ip": c["ip"], "camera": cam}
-        if not c["online"]:
+        if c["online"] is False:  # None: the protocol cannot tell (ONVIF)
             view.episodes[f"channel_offline|{mac}|{ch}"] = {**ident, "channel": ch, "status": c["status"],
                                                             "channel_ip": c["ip"], "camera": cam}
         seg = (p.newest or {}).get(ch)
@@ -206,7 +206,8 @@ def _channels(view: RecorderView, rec: dict[str, Any], ident: dict[str, Any], p:
         if not recording:
             view.episodes[f"not_recording|{mac}|{ch}"] = {
                 **ident, "channel": ch, "camera": cam, "newest_end": seg["end"], "lag_s": seg["lag_s"],
-                "max_record_lag": max_record_lag, "searched_s": lookback, "clock": p.clock}
+                "max_record_lag": max_record_lag, "searched_s": lookback, "clock": p.clock,
+                **{k: v for k, v in seg.items() if k not in ("end", "lag_s")}}  # e.g. ONVIF RecordingStatus
 
 
 def sees(target: str, devices: list[Device], tracked: dict[str, Tracked], inventory: Inventory | None) -> bool | None:
@@ -224,6 +225,6 @@ def sees(target: str, devices: list[Device], tracked: dict[str, Tracked], invent
             continue
         for ch, c in t.probe.channels.items():
             mapped = camera_for(inventory, dev, ch, c["ip"])
-            if mapped is not None and mapped.mac == cam.mac:
+            if mapped is not None and mapped.mac == cam.mac and c["online"] is not None:
                 answers.append(bool(c["online"]))
     return any(answers) if answers else None

@@ -5,8 +5,9 @@
 vendor's HTTP API with Digest auth (:mod:`agent.watchers.isapi`, :mod:`agent.watchers.dahua`) from
 a background thread, all recorders in parallel, so a dead recorder's timeouts never delay the other
 watchers. ``collect()`` only judges the latest polls (:mod:`agent.watchers.recorder_view`, which
-lists the events). ONVIF recorders are listed as ``unsupported``: ONVIF recording search is not
-built yet.
+lists the events). ONVIF recorders (vendor ``onvif``) are polled over SOAP with WS-Security
+(:mod:`agent.watchers.onvif_recorder`): identity, clock and recording progress only (no disks,
+channel states or uptime in Profile G core).
 
 ``sees(camera)`` tells the camera watcher whether a recorder currently reports that camera online,
 so a camera the agent cannot reach but the recorder still records is a path problem, not "off".
@@ -21,11 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.watchers import dahua, isapi
+from agent.watchers import dahua, isapi, onvif_recorder
 from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
 from agent.watchers.recorder_probe import Probe
 from agent.watchers.recorder_view import RecorderView, Tracked, judge, sees
@@ -33,8 +34,11 @@ from protocol.inventory import Device, Inventory
 
 log = logging.getLogger("venueguard.agent.recorders")
 
-PROBES: dict[str, Callable[[DigestClient, tuple[float, ...]], Probe]] = {"hikvision": isapi.probe, "dahua": dahua.probe}
-ALIVE_PATHS = {"hikvision": "/ISAPI/System/deviceInfo", "dahua": "/cgi-bin/magicBox.cgi?action=getSystemInfo"}
+Client = DigestClient | onvif_recorder.OnvifClient
+PROBES: dict[str, Callable[[Any, tuple[float, ...]], Probe]] = {
+    "hikvision": isapi.probe, "dahua": dahua.probe, "onvif": onvif_recorder.probe}
+ALIVE_PATHS = {"hikvision": "/ISAPI/System/deviceInfo", "dahua": "/cgi-bin/magicBox.cgi?action=getSystemInfo",
+               "onvif": onvif_recorder.DEVICE}
 
 
 class RecordersWatcherSection(BaseModel):
@@ -88,7 +92,7 @@ class RecordersWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tracked: dict[str, Tracked] = {}
-        self._clients: dict[str, DigestClient] = {}
+        self._clients: dict[str, Client] = {}
         self._auth_at: dict[str, float] = {}
         if self.background:
             threading.Thread(target=self._loop, name="recorders", daemon=True).start()
@@ -177,11 +181,14 @@ class RecordersWatcher:
             else:
                 t.answered(self.up_after, auth_error=outcome or t.auth_error)
 
-    def _client(self, dev: Device) -> DigestClient:
-        """One client per recorder, rebuilt when its address or credentials changed."""
+    def _client(self, dev: Device) -> Client:
+        """One client per recorder (SOAP for ONVIF, else Digest HTTP), rebuilt when its address,
+        credentials or vendor changed."""
         user, password = self._credentials.get(dev.mac) or self._credentials.get("*") or ("", "")
         client = self._clients.get(dev.mac)
         port = dev.http_port or 80
-        if client is None or (client.host, client.port, client.username, client.password) != (dev.ip, port, user, password):
-            client = self._clients[dev.mac] = DigestClient(str(dev.ip), port, user, password, self.timeout)
+        kind = onvif_recorder.OnvifClient if dev.vendor == "onvif" else DigestClient
+        if client is None or type(client) is not kind or (
+                client.host, client.port, client.username, client.password) != (dev.ip, port, user, password):
+            client = self._clients[dev.mac] = kind(str(dev.ip), port, user, password, self.timeout)
         return client

@@ -246,3 +246,21 @@ def test_room_with_unjudged_camera_is_undetermined() -> None:
     assert judge(w, {"A": [cam("1", "unknown"), cam("2", "down", 50)]})["A"]["status"] == "unknown"
     assert rooms_run([(w, {"A": [cam("1", "unknown"), cam("2", "down", 50)]}),
                       (w, {"A": [cam("1", "up", 200), cam("2", "down", 50)]})]) == []
+
+
+def test_a_restart_does_not_report_a_still_down_camera_again() -> None:
+    """restore() seeds the statuses of the last run: the camera that was down stays down without a
+    second camera.down; the view's diff against the persisted one has no event."""
+    from agent.watchers.camera_state import CamerasView
+    from agent.watchers.cameras import CamerasWatcher
+    from protocol.inventory import Device
+
+    cam = Device("00:11:22:33:44:01", "198.51.100.21", "camera", "第1考场", "前门", "hikvision")
+    before = {"cameras": {cam.mac: {"status": "down", "since": 100.0, "data": {"mac": cam.mac}, "reboots": 0,
+                                    "reboot": {}}}, "blind": None, "ptz": {}, "rooms": {}}
+    w = CamerasWatcher()
+    w.restore(before)
+    track = w._new_track(cam)
+    assert (track.status, track.since) == ("down", 100.0)
+    view = CamerasView({cam.mac: track.to_json()})
+    assert view.diff(before) == []

@@ -48,3 +48,16 @@ def test_nothing_is_judged_before_the_signed_inventory_arrives() -> None:
     """Without an inventory every device would look unregistered: no episode until it arrives."""
     view = judge([_s("00:1b:21:00:00:01", "192.0.2.50", 0, 1)], {}, None, [], 600, 1)
     assert view.episodes == {} and list(view.devices) == ["00:1b:21:00:00:01"]
+
+
+def test_a_restart_keeps_open_episodes_until_it_has_swept() -> None:
+    """The last run's episodes stand until this run has swept missing_after times: no repeat of
+    device.unregistered when the device next speaks, no device.returned for a still-missing one."""
+    from agent.watchers.lan import LanWatcher
+
+    before = judge([_s("00:1b:21:00:00:01", "192.0.2.50", 0, 1)], {}, INV, [(CAM.mac, 0.5)], 600, 1)
+    w = LanWatcher(interfaces=["eth0"], subnets=["192.0.2.0/24"], inventory=lambda: INV, missing_after=2)
+    w.restore(before.to_json())
+    w._started, w._own_macs = 10.0, set()
+    w.table.saw("00:1b:21:00:00:01", "192.0.2.50", "arp-request", 11.0)
+    assert w.collect().diff(before.to_json()) == []

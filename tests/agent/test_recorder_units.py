@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from agent.watchers import dahua, isapi
+from agent.watchers import dahua, isapi, onvif_recorder as onvif
 from agent.watchers.digest import parse_challenge
 from agent.watchers.recorder_probe import Probe, lag_seconds, parse_time
 from agent.watchers.recorder_view import Tracked, judge
@@ -119,3 +121,61 @@ def test_options_are_validated_naming_the_option(tmp_path: Path) -> None:
     RecordersWatcher(credentials_file=good, background=False).init()
     with pytest.raises(ValueError):
         RecordersWatcherSection(intervall=5)  # type: ignore[call-arg]
+
+
+def test_onvif_password_digest_matches_the_spec_example() -> None:
+    """base64(sha1(nonce + created + password)) with the decoded nonce: the worked example of the
+    ONVIF Application Programmer's Guide (UsernameToken, PasswordDigest)."""
+    nonce = base64.b64decode("LKqI6G/AikKCQrN0zqZFlg==")
+    assert onvif.password_digest(nonce, "2010-09-16T07:50:45Z", "userpassword") == "tuOSpGlFlIXsozq4HFNeeGeFLEI="
+
+
+def test_onvif_security_header_is_checked_by_the_fake() -> None:
+    """The client's UsernameToken passes the fake's server-side check, and fails with another password."""
+    from tests.fake_onvif import check_token
+    client = onvif.OnvifClient("198.51.100.10", 80, "op<1>", "s3cret", offset=-30.0)
+    env = ET.fromstring(f'<s:Envelope xmlns:s="{onvif.NS["s"]}"><s:Header>{client.security()}</s:Header></s:Envelope>')
+    now = dt.datetime.now().timestamp()
+    assert check_token(env, "op<1>", "s3cret", now) and not check_token(env, "op<1>", "other", now)
+    assert not check_token(env, "op<1>", "s3cret", now + 600)  # Created outside the freshness window
+
+
+def test_onvif_fixtures_parse() -> None:
+    """Device information, the UTC clock, the summary, the search results and an auth fault."""
+    info = onvif.parse_device_information((FIX / "onvif" / "GetDeviceInformationResponse.xml").read_bytes())
+    assert (info["manufacturer"], info["model"], info["firmware"], info["serial"]) == (
+        "GenericNVR", "NVR-8CH-G", "V2.1.7 build 230415", "GNVR8G2023041500042")
+    clock_xml = (FIX / "onvif" / "GetSystemDateAndTime.xml").read_text().format(
+        year=2024, month=5, day=20, hour=1, minute=30, second=0)
+    clock = onvif.parse_system_date(clock_xml.encode())
+    assert clock == dt.datetime(2024, 5, 20, 1, 30, tzinfo=dt.timezone.utc)
+    assert onvif.parse_summary((FIX / "onvif" / "GetRecordingSummaryResponse.xml").read_bytes()) == {
+        "DataFrom": "2024-05-13T00:00:02Z", "DataUntil": "2024-05-20T01:29:58Z", "NumberRecordings": "2"}
+    state, recs = onvif.parse_search_results((FIX / "onvif" / "GetRecordingSearchResultsResponse.xml").read_bytes())
+    assert state == "Completed" and recs[1] == {
+        "token": "REC_CH02", "source_id": "VideoSourceToken_2", "address": "rtsp://198.51.100.22:554/Streaming/Channels/101",
+        "latest": "2024-05-20T01:29:58Z", "status": "Recording"}
+    channels, newest = onvif.recordings_to_channels(recs, clock)  # type: ignore[arg-type]
+    assert channels[2] == {"online": None, "status": "Recording", "ip": "198.51.100.22"}
+    assert newest[1] == {"end": "2024-05-20T01:29:58Z", "lag_s": 2.0, "recording_token": "REC_CH01",
+                         "recording_status": "Recording"}
+    fault = onvif.parse_fault((FIX / "onvif" / "Fault_NotAuthorized.xml").read_bytes())
+    assert "ter:NotAuthorized" in fault and onvif.parse_fault(b"<a/>") == ""
+
+
+def test_onvif_channel_numbers() -> None:
+    """Trailing token numbers when all are present and distinct, else 1-based order by token."""
+    assert onvif.channel_numbers(["REC_CH01", "REC_CH02"]) == {"REC_CH01": 1, "REC_CH02": 2}
+    assert onvif.channel_numbers(["RecordToken0003", "RecordToken0001"]) == {"RecordToken0003": 3, "RecordToken0001": 1}
+    assert onvif.channel_numbers(["b", "a"]) == {"a": 1, "b": 2}
+    assert onvif.channel_numbers(["x1", "y1"]) == {"x1": 1, "y1": 2}  # not distinct
+
+
+def test_unknown_channel_state_is_no_offline_event() -> None:
+    """ONVIF channels (``online`` None) never open channel_offline; a stale LatestRecording still
+    opens not_recording with the raw RecordingStatus."""
+    inv = Inventory("v", 1, (REC,))
+    p = Probe({"model": "m"}, channels={1: {"online": None, "status": "Stopped", "ip": ""}},
+              newest={1: {"end": "2024-05-20T01:00:00Z", "lag_s": 1800.0, "recording_status": "Stopped"}})
+    events = judge([REC], {REC.mac: Tracked(state="up", probe=p)}, inv, 300, 0, 3600).diff({})
+    assert [(k, d.get("recording_status")) for k, d in events] == [("recorder.not_recording", "Stopped")]

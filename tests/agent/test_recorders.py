@@ -1,7 +1,8 @@
 """Recorder watcher against real HTTP recorders in namespaces (needs root).
 
 ``tests/fake_recorder.py`` serves the recorded ISAPI / Dahua CGI shapes with Digest auth at
-198.51.100.10; the watcher runs in the exam server's namespace (198.51.100.1) inside a driver
+198.51.100.10 (``tests/fake_onvif.py`` the ONVIF Device + Recording Search SOAP services with
+WS-Security); the watcher runs in the exam server's namespace (198.51.100.1) inside a driver
 process that feeds its views through the agent's real State, so the events asserted here are the
 edges the outbox would get. The recorder's state is switched by rewriting its control file.
 """
@@ -84,7 +85,8 @@ class Rig:
         self.control.write_text(json.dumps(self.ctl))
 
     def start_server(self) -> None:
-        self.server = self.rec.popen(sys.executable, str(ROOT / "tests" / "fake_recorder.py"), "--vendor", self.vendor,
+        fake = ["fake_onvif.py"] if self.vendor == "onvif" else ["fake_recorder.py", "--vendor", self.vendor]
+        self.server = self.rec.popen(sys.executable, str(ROOT / "tests" / fake[0]), *fake[1:],
                                      "--bind", REC_IP, "--control", str(self.control), "--log", str(self.log),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: f"{REC_IP}:80 " in self.rec.sh("ss", "-Hltn").stdout, timeout=10, what="fake recorder")
@@ -230,5 +232,57 @@ def test_wrong_password_is_auth_failed_not_down_and_spares_logins(rig_factory: A
     assert [line.split()[-1] for line in rig.log.read_text().splitlines()] == ["401", "401"]
     assert rig.poll(3) == []
     assert len(rig.log.read_text().splitlines()) == 5  # three liveness GETs, no further logins
+    rig.stop_server()
+    assert _kinds(rig.poll(3)) == ["recorder.down"]
+
+
+def test_onvif_recording_progress_frozen_down_and_up(rig_factory: Any) -> None:
+    """An ONVIF (Profile G) recorder over SOAP with WS-Security: recording that progresses is
+    silent; a LatestRecording that stops moving gives ``recorder.not_recording`` with the raw
+    RecordingStatus and LatestRecording; channel online state and disks are unknown in ONVIF (no
+    such events, ``sees`` is None); a recorder that stops answering is ``recorder.down`` after the
+    debounce, back-dated."""
+    rig = rig_factory("onvif")
+    assert rig.poll() == []
+    rec = rig.view["recorders"][REC_MAC]
+    assert (rec["state"], rec["model"], rec["serial"], rec["firmware"], rec["manufacturer"]) == (
+        "up", "NVR-8CH-G", "GNVR8G2023041500042", "V2.1.7 build 230415", "GenericNVR")
+    assert rec["recording"] == {"1": {"recording": True}, "2": {"recording": True}} and "disks" not in rec
+    assert rec["channels"]["2"]["camera"]["mac"] == CAM2 and rec["channels"]["2"]["online"] is None
+    assert rig.sees(CAM1, CAM2) == {CAM1: None, CAM2: None}
+    assert rig.poll() == []  # still progressing
+
+    stuck = time.time() - 120
+    rig.set(frozen={"2": stuck}, status={"2": "Stopped"})
+    (kind, data), = rig.poll()
+    assert (kind, data["channel"], data["camera"]["mac"], data["recording_status"], data["recording_token"]) == (
+        "recorder.not_recording", 2, CAM2, "Stopped", "REC_CH02")
+    assert data["newest_end"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stuck)) and 110 <= data["lag_s"] <= 200
+    assert rig.poll() == []  # once per episode
+    rig.set(frozen={}, status={})
+    (kind, data), = rig.poll()
+    assert (kind, data["channel"], data["now"]) == ("recorder.recording", 2, {"recording": True})
+
+    rig.set(mute=True)  # accepts, never answers
+    first_fail = time.time()
+    assert rig.poll(2) == []
+    (kind, data), = rig.poll()
+    assert kind == "recorder.down" and "timeout" in data["error"]
+    assert first_fail - 1 <= data["since"] <= first_fail + 5
+    rig.set(mute=False)
+    assert rig.poll() == []
+    assert _kinds(rig.poll()) == ["recorder.up"]
+
+
+def test_onvif_wrong_password_is_auth_failed(rig_factory: Any) -> None:
+    """A rejected UsernameToken (``ter:NotAuthorized`` fault) is ``recorder.auth_failed``, costs one
+    rejected call per login attempt, and afterwards only the PRE_AUTH GetSystemDateAndTime is sent."""
+    rig = rig_factory("onvif", password="wrong")
+    (kind, data), = rig.poll()
+    assert kind == "recorder.auth_failed" and "NotAuthorized" in data["error"]
+    assert [line.split()[1:] for line in rig.log.read_text().splitlines()] == [
+        ["GetSystemDateAndTime", "200"], ["GetDeviceInformation", "400"]]
+    assert rig.poll(3) == []
+    assert [line.split()[1] for line in rig.log.read_text().splitlines()[2:]] == ["GetSystemDateAndTime"] * 3
     rig.stop_server()
     assert _kinds(rig.poll(3)) == ["recorder.down"]
