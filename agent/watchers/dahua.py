@@ -13,7 +13,7 @@ import re
 import urllib.parse
 
 from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
-from agent.watchers.recorder_probe import Channel, Disk, Probe, Segment, lag_seconds, newest, parse_time
+from agent.watchers.recorder_probe import Channel, Disk, Probe, Segment, fill_newest, lag_seconds, parse_time
 
 #: ``getCameraState`` words for a channel with no camera configured (Dahua's documents spell it
 #: ``Emtpy``; firmwares are seen with both).
@@ -162,11 +162,5 @@ def probe(client: DigestClient, windows: tuple[float, ...]) -> Probe:
             raise
         except ProbeError as exc:
             result.errors[part] = str(exc)
-    if result.channels is not None:
-        try:
-            result.newest = {ch: newest(client, ch, clock, windows, newest_file) for ch in sorted(result.channels)}
-        except AuthFailed:
-            raise
-        except ProbeError as exc:
-            result.errors["recordings"] = str(exc)
+    fill_newest(result, client, clock, windows, newest_file)
     return result

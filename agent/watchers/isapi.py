@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from typing import Iterator
 
 from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
-from agent.watchers.recorder_probe import Channel, Disk, Probe, Segment, boot_time, lag_seconds, newest, parse_time
+from agent.watchers.recorder_probe import Channel, Disk, Probe, Segment, boot_time, fill_newest, lag_seconds, parse_time
 
 #: HDD status words that mean the disk is usable (``sleeping``/``idle``: spun down, not broken).
 #: Every other word (``unformatted``, ``error``, ``abnormal``, ``offline``, ``smartFailed``,
@@ -156,11 +156,5 @@ def probe(client: DigestClient, windows: tuple[float, ...]) -> Probe:
             raise
         except ProbeError as exc:
             result.errors[part] = str(exc)
-    if result.channels is not None:
-        try:
-            result.newest = {ch: newest(client, ch, clock, windows, newest_segment) for ch in sorted(result.channels)}
-        except AuthFailed:
-            raise
-        except ProbeError as exc:
-            result.errors["recordings"] = str(exc)
+    fill_newest(result, client, clock, windows, newest_segment)
     return result

@@ -12,6 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from agent.watchers.digest import AuthFailed, ProbeError
+
 Disk = dict[str, Any]
 """``{"name", "status" (raw words), "fault", "capacity_mb", "free_mb"}``"""
 Channel = dict[str, Any]
@@ -91,3 +93,17 @@ def newest(client: Any, channel: int, clock: dt.datetime, windows: tuple[float, 
         if seg["end"] is not None:
             break
     return seg
+
+
+def fill_newest(result: Probe, client: Any, clock: dt.datetime, windows: tuple[float, ...],
+                search: Callable[[Any, int, dt.datetime, float], Segment]) -> None:
+    """The newest segment of every channel the recorder reported (vendor-neutral); a failed search
+    is recorded in ``result.errors``, a refused login propagates."""
+    if result.channels is None:
+        return
+    try:
+        result.newest = {ch: newest(client, ch, clock, windows, search) for ch in sorted(result.channels)}
+    except AuthFailed:
+        raise
+    except ProbeError as exc:
+        result.errors["recordings"] = str(exc)

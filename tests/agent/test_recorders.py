@@ -231,6 +231,9 @@ def test_wrong_password_is_auth_failed_not_down_and_spares_logins(rig_factory: A
     assert kind == "recorder.auth_failed" and "DS-7608NI-K2" in data["error"]
     assert [line.split()[-1] for line in rig.log.read_text().splitlines()] == ["401", "401"]
     assert rig.poll(3) == []
+    # The server logs a request after answering it: give the last line a moment to land.
+    wait_for(lambda: len(rig.log.read_text().splitlines()) >= 5, 5, 0.05, "the server's request log")
+    time.sleep(0.2)
     assert len(rig.log.read_text().splitlines()) == 5  # three liveness GETs, no further logins
     rig.stop_server()
     assert _kinds(rig.poll(3)) == ["recorder.down"]
