@@ -93,6 +93,7 @@ class Mosquitto:
             if self._listening():
                 return self
             time.sleep(0.05)
+        self.kill()  # never leave a half-started broker behind
         raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout}s")
 
     def _listening(self) -> bool:
