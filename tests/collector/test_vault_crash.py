@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import select
 import signal
 import time
 from collections import Counter
@@ -67,12 +68,27 @@ def _torn_prone(fh: BinaryIO, data: bytes) -> None:
     os.fsync(fh.fileno())
 
 
+def _until(fd: int, marker: bytes, timeout: float) -> bytes:
+    """Read the child's reports until ``marker`` appears (or ``timeout``); return what was read."""
+    data, deadline = b"", time.monotonic() + timeout
+    while marker not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
 def _h(payload: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _run_once(root: Path, witness: Path, key: keys.Ed25519PrivateKey, seed: int, delay: float) -> tuple[str, dict[int, str]]:
-    """Fork the writer, kill -9 it after ``delay`` s; return the operation it was in and its acks."""
+def _run_once(root: Path, witness: Path, key: keys.Ed25519PrivateKey, seed: int, delay: float,
+              kill_on: str = "") -> tuple[str, dict[int, str]]:
+    """Fork the writer, kill -9 it after ``delay`` s (or ``delay`` s after it announces the operation
+    ``kill_on``); return the operation it was in and its acks."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
@@ -82,10 +98,10 @@ def _run_once(root: Path, witness: Path, key: keys.Ed25519PrivateKey, seed: int,
         finally:
             os._exit(1)
     os.close(w)
+    data = _until(r, f"op {kill_on}\n".encode(), 10.0) if kill_on else b""
     time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    data = b""
     while chunk := os.read(r, 1 << 16):
         data += chunk
     os.close(r)
@@ -103,8 +119,13 @@ def test_kill_9_anywhere_loses_nothing_acknowledged(tmp_path: Path) -> None:
     acked: dict[int, str] = {}
     interrupted: Counter[str] = Counter()
     recoveries = 0
-    for it in range(ITERATIONS):
-        op, acks = _run_once(root, witness, key, it, rnd.uniform(0.0, 0.06))
+    # Random moments first; then aimed kills for any operation random timing hit fewer than 3 times
+    # (rotations are rare), so every kind of interruption is always exercised.
+    plan = [("", rnd.uniform(0.0, 0.06)) for _ in range(ITERATIONS)]
+    it = 0
+    while plan:
+        kill_on, delay = plan.pop(0)
+        op, acks = _run_once(root, witness, key, it, delay, kill_on)
         interrupted[op] += 1
         acked.update(acks)
         vault = _open(root, witness, key, [0.0])
@@ -113,6 +134,10 @@ def test_kill_9_anywhere_loses_nothing_acknowledged(tmp_path: Path) -> None:
         report = verify_vault(root, [key.public_key()], witness=witness)
         assert report.problems == [], f"iteration {it}, killed during {op}: {report.problems}"
         _check_acked(vault, acked, root)
+        it += 1
+        if not plan and it < ITERATIONS + 60:
+            plan = [(o, rnd.uniform(0.0, 0.004)) for o in ("append", "rotation", "checkpoint", "purge")
+                    if interrupted[o] < 3]
     assert all(interrupted[op] >= 3 for op in ("append", "rotation", "checkpoint", "purge")), interrupted
     print(f"kills by operation: {dict(interrupted)}; torn tails recovered: {recoveries}")
     assert recoveries >= 3 and any(purge.side_files(root))
