@@ -16,9 +16,7 @@ windows in :mod:`agent.watchers.camera_ptz`; room coverage (an exam room with no
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 import zlib
@@ -33,6 +31,7 @@ from agent.watchers import camera_onvif, camera_ptz, camera_rooms, rtsp
 from agent.watchers.camera_ptz import PtzTrack
 from agent.watchers.camera_sight import Sight, witnesses
 from agent.watchers.camera_state import CamerasView, Track, step
+from agent.watchers.credentials import lookup, read_credentials
 from agent.watchers.digest import DigestClient
 from protocol.inventory import Device, Inventory
 from protocol.schedule import Session, windows
@@ -114,7 +113,8 @@ class CamerasWatcher:
             raise ValueError("option watchers.cameras.timeout: sample_seconds + 4 × timeout must stay under 120 s")
         if self.down_after < 1 or self.up_after < 1:
             raise ValueError("option watchers.cameras.down_after/up_after must be >= 1")
-        self._credentials = _read_credentials(self.credentials_file) if self.credentials_file else {}
+        self._credentials = (read_credentials(self.credentials_file, "watchers.cameras.credentials_file")
+                             if self.credentials_file else {})
         self._tracks: dict[str, Track] = {}
         self._slots: dict[str, _Slot] = {}
         self._ptz: dict[str, PtzTrack] = {}  # cameras inside an exam window with a PTZ reading
@@ -263,8 +263,7 @@ class CamerasWatcher:
         return witnesses(self.gateway, self.gateway_port, recorders)
 
     def _creds(self, mac: str) -> tuple[str, str]:
-        own = self._credentials.get(mac)
-        return (own["username"], own["password"]) if own else (self.username, self.password)
+        return lookup(self._credentials, mac, (self.username, self.password))
 
     def _path(self, dev: Device) -> str:
         return dev.stream or VENDOR_STREAMS.get(dev.vendor, "") or self.default_stream or "/"
@@ -291,21 +290,3 @@ def _identity(dev: Device, path: str, port: int) -> dict[str, Any]:
 def _stagger(mac: str) -> float:
     """A stable fraction in [0, 1) per camera, to spread probes and samples over the interval."""
     return (zlib.crc32(mac.encode()) % 1000) / 1000
-
-
-def _read_credentials(path: Path) -> dict[str, dict[str, str]]:
-    """Per-MAC credentials; refused when group or others may read the file (it holds passwords)."""
-    try:
-        mode = path.stat().st_mode
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"option watchers.cameras.credentials_file: {exc}") from exc
-    if mode & 0o077 and os.name == "posix":
-        raise ValueError(f"option watchers.cameras.credentials_file: {path} is readable by others (chmod 600)")
-    from protocol.inventory import normalise_mac
-
-    try:
-        return {normalise_mac(mac): {"username": str(e["username"]), "password": str(e["password"])}
-                for mac, e in doc.items()}
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"option watchers.cameras.credentials_file: bad entry: {exc}") from exc

@@ -15,7 +15,6 @@ so a camera the agent cannot reach but the recorder still records is a path prob
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.watchers import dahua, isapi, onvif_recorder
 from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
+from agent.watchers.credentials import lookup, read_credentials
 from agent.watchers.recorder_probe import Probe
 from agent.watchers.recorder_view import RecorderView, Tracked, judge, sees
 from protocol.inventory import Device, Inventory
@@ -103,11 +103,7 @@ class RecordersWatcher:
             if not self.username:
                 raise ValueError("option watchers.recorders.username: set it (or credentials_file)")
             return {"*": (self.username, self.password)}
-        try:
-            doc = json.loads(Path(self.credentials_file).read_text())
-            return {k.lower(): (str(v["username"]), str(v["password"])) for k, v in doc.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"option watchers.recorders.credentials_file: {exc}") from exc
+        return read_credentials(Path(self.credentials_file), "watchers.recorders.credentials_file")
 
     def stop(self) -> None:
         """Stop polling (an in-flight poll ends within one timeout)."""
@@ -184,7 +180,7 @@ class RecordersWatcher:
     def _client(self, dev: Device) -> Client:
         """One client per recorder (SOAP for ONVIF, else Digest HTTP), rebuilt when its address,
         credentials or vendor changed."""
-        user, password = self._credentials.get(dev.mac) or self._credentials.get("*") or ("", "")
+        user, password = lookup(self._credentials, dev.mac, ("", ""))
         client = self._clients.get(dev.mac)
         port = dev.http_port or 80
         kind = onvif_recorder.OnvifClient if dev.vendor == "onvif" else DigestClient

@@ -118,6 +118,9 @@ def test_options_are_validated_naming_the_option(tmp_path: Path) -> None:
         RecordersWatcher(credentials_file=bad, background=False).init()
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"*": {"username": "op", "password": "x"}}))
+    with pytest.raises(ValueError, match="readable by others"):
+        RecordersWatcher(credentials_file=good, background=False).init()
+    good.chmod(0o600)
     RecordersWatcher(credentials_file=good, background=False).init()
     with pytest.raises(ValueError):
         RecordersWatcherSection(intervall=5)  # type: ignore[call-arg]
@@ -179,3 +182,20 @@ def test_unknown_channel_state_is_no_offline_event() -> None:
               newest={1: {"end": "2024-05-20T01:00:00Z", "lag_s": 1800.0, "recording_status": "Stopped"}})
     events = judge([REC], {REC.mac: Tracked(state="up", probe=p)}, inv, 300, 0, 3600).diff({})
     assert [(k, d.get("recording_status")) for k, d in events] == [("recorder.not_recording", "Stopped")]
+
+
+def test_credentials_file_is_shared_by_cameras_and_recorders(tmp_path: Path) -> None:
+    """One reader for both watchers: MACs in any notation, a "*" fallback, and a file that others
+    may read is refused naming the option."""
+    from agent.watchers.credentials import lookup, read_credentials
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"00-11-22-33-44-01": {"username": "cam", "password": "p1"},
+                                "*": {"username": "op", "password": "p2"}}))
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="option watchers.cameras.credentials_file: .* readable by others"):
+        read_credentials(path, "watchers.cameras.credentials_file")
+    path.chmod(0o600)
+    creds = read_credentials(path, "watchers.cameras.credentials_file")
+    assert lookup(creds, "00:11:22:33:44:01", ("", "")) == ("cam", "p1")
+    assert lookup(creds, "00:11:22:33:44:09", ("", "")) == ("op", "p2")
