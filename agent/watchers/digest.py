@@ -125,30 +125,40 @@ class DigestClient:
         assert self._challenge is not None
         scheme, p = self._challenge
         if scheme == "basic":
-            return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        algorithm = p.get("algorithm", "MD5")
-        h = _ALGORITHMS.get(algorithm.upper(), hashlib.md5)
+            return basic_answer(self.username, self.password)
+        self._nc += 1
+        return digest_answer(p, method, uri, self.username, self.password, self._nc)
 
-        def hx(text: str) -> str:
-            return h(text.encode()).hexdigest()
 
-        realm, nonce = p.get("realm", ""), p.get("nonce", "")
-        cnonce = os.urandom(8).hex()
-        ha1 = hx(f"{self.username}:{realm}:{self.password}")
-        if algorithm.upper().endswith("-SESS"):
-            ha1 = hx(f"{ha1}:{nonce}:{cnonce}")
-        ha2 = hx(f"{method}:{uri}")
-        qops = [q.strip() for q in p.get("qop", "").split(",") if q.strip()]
-        fields = [f'username="{self.username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
-                  f"algorithm={algorithm}"]
-        if "auth" in qops:
-            self._nc += 1
-            nc = f"{self._nc:08x}"
-            response = hx(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
-            fields += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
-        else:
-            response = hx(f"{ha1}:{nonce}:{ha2}")
-        fields.append(f'response="{response}"')
-        if "opaque" in p:
-            fields.append(f'opaque="{p["opaque"]}"')
-        return "Digest " + ", ".join(fields)
+def basic_answer(username: str, password: str) -> str:
+    """A Basic Authorization value."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def digest_answer(challenge: dict[str, str], method: str, uri: str, username: str, password: str, nc: int) -> str:
+    """The Digest Authorization value for a challenge (RFC 7616: MD5, SHA-256 and their -sess forms,
+    qop=auth when offered). Shared by the HTTP client here and the RTSP client."""
+    algorithm = challenge.get("algorithm", "MD5")
+    h = _ALGORITHMS.get(algorithm.upper(), hashlib.md5)
+
+    def hx(text: str) -> str:
+        return h(text.encode()).hexdigest()
+
+    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
+    cnonce = os.urandom(8).hex()
+    ha1 = hx(f"{username}:{realm}:{password}")
+    if algorithm.upper().endswith("-SESS"):
+        ha1 = hx(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = hx(f"{method}:{uri}")
+    qops = [q.strip() for q in challenge.get("qop", "").split(",") if q.strip()]
+    fields = [f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"', f"algorithm={algorithm}"]
+    if "auth" in qops:
+        count = f"{nc:08x}"
+        response = hx(f"{ha1}:{nonce}:{count}:{cnonce}:auth:{ha2}")
+        fields += ["qop=auth", f"nc={count}", f'cnonce="{cnonce}"']
+    else:
+        response = hx(f"{ha1}:{nonce}:{ha2}")
+    fields.append(f'response="{response}"')
+    if "opaque" in challenge:
+        fields.append(f'opaque="{challenge["opaque"]}"')
+    return "Digest " + ", ".join(fields)

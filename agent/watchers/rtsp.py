@@ -12,15 +12,14 @@ over the RTSP connection, RFC 2326 §10.12 ``$`` framing) + ``PLAY``, RTP read f
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
-import os
 import re
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from agent.watchers.digest import basic_answer, digest_answer
 
 OK, DOWN, AUTH_FAILED, STALLED = "ok", "down", "auth_failed", "stalled"
 _PARAM_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
@@ -121,29 +120,12 @@ class RtspConnection:
             raise RtspError(method, _errno_name(exc)) from None
 
     def _authorization(self, method: str, url: str) -> str:
-        """Digest (RFC 7616: MD5 or SHA-256, qop=auth when offered) or Basic for the held challenge."""
+        """Digest (RFC 7616, shared with the HTTP client) or Basic for the held challenge."""
         ch = self.challenge or {}
         if ch.get("scheme") == "basic":
-            return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        algo = ch.get("algorithm", "MD5").upper()
-        h = (lambda s: hashlib.sha256(s.encode()).hexdigest()) if algo.startswith("SHA-256") else \
-            (lambda s: hashlib.md5(s.encode()).hexdigest())  # noqa: S324 - MD5 is what RFC 2617 cameras speak
-        realm, nonce = ch.get("realm", ""), ch.get("nonce", "")
-        ha1, ha2 = h(f"{self.username}:{realm}:{self.password}"), h(f"{method}:{url}")
-        parts = [f'username="{self.username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{url}"']
-        if "auth" in [q.strip() for q in ch.get("qop", "").split(",")]:
-            self.nc += 1
-            cnonce = os.urandom(8).hex()
-            resp = h(f"{ha1}:{nonce}:{self.nc:08x}:{cnonce}:auth:{ha2}")
-            parts += ["qop=auth", f"nc={self.nc:08x}", f'cnonce="{cnonce}"']
-        else:
-            resp = h(f"{ha1}:{nonce}:{ha2}")
-        parts.append(f'response="{resp}"')
-        if "opaque" in ch:
-            parts.append(f'opaque="{ch["opaque"]}"')
-        if "algorithm" in ch:
-            parts.append(f"algorithm={ch['algorithm']}")
-        return "Digest " + ", ".join(parts)
+            return basic_answer(self.username, self.password)
+        self.nc += 1
+        return digest_answer(ch, method, url, self.username, self.password, self.nc)
 
     def _read_response(self, deadline: float) -> Response:
         """The next RTSP response; interleaved ``$`` frames met on the way are counted and skipped."""
