@@ -9,7 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from collector import config, vaultcli
+from collector import casecli, config, vaultcli
+from collector import schedulecli
 from collector.strings import t
 
 
@@ -33,8 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     rules = sub.add_parser("rules", help="the rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     rules_check = rules_sub.add_parser("check", help="validate every rule file, with file:line errors")
-    rules_check.add_argument("--folder", type=Path, default=Path("rules"), help="rules folder (default: ./rules)")
+    rules_check.add_argument("--folder", type=Path, default=None,
+                             help="rules folder (default: [rules] folder of the config, else the shipped rules/)")
     vaultcli.add_parsers(sub)
+    casecli.add_parsers(sub)
+    schedulecli.add_parsers(sub)
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
     demo.add_argument("--dir", type=Path, default=Path("venueguard-demo"), help="demo data dir (reused)")
@@ -50,15 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command in ("vault", "verify-vault", "rebuild"):
         return vaultcli.handler(args.command, args)(cfg, args)
+    if args.command in ("cases", "maintenance"):
+        return casecli.handler(args.command)(cfg, args)
+    if args.command == "schedule":
+        return schedulecli.handler(args)(cfg, args)
     handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "migrate": _migrate,
                "demo": _demo}[args.command]
     return handler(cfg, args)
 
 
 def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
+    from collector.rulefiles import RuleFileErrors
     from collector.runtime import Collector
 
-    collector = Collector(cfg)
+    try:
+        collector = Collector(cfg)
+    except RuleFileErrors as exc:
+        print(t("rules_bad", count=len(exc.errors)), file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 2
     collector.start()
     print(t("running", broker=f"{cfg.broker.host}:{cfg.broker.port}", web=f"{cfg.web.host}:{cfg.web.port}"), file=sys.stderr)
     _wait_for_signal()
@@ -115,16 +130,20 @@ def _inventory(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
         store.close()
 
 
-def _rules(_cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
+def _rules(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
     from collector.rulefiles import check_rules
+    from collector.rulerunner import SHIPPED_RULES
+    from collector.rulesamples import failures
 
-    found, errors = check_rules(args.folder)
+    folder = args.folder or cfg.rules.folder or SHIPPED_RULES
+    found, errors = check_rules(folder)
+    errors = errors or failures(found)  # samples run only on rules that load
     if errors:
         print(t("rules_bad", count=len(errors)), file=sys.stderr)
         for err in errors:
             print(f"  {err}", file=sys.stderr)
         return 1
-    print(t("rules_ok", count=len(found), folder=args.folder))
+    print(t("rules_ok", count=len(found), folder=folder))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.settings import ConfigError, load_toml
 
@@ -60,6 +60,76 @@ class WebSection(_Section):
     port: int = Field(8080, ge=0, le=65535)
 
 
+class RulesSection(_Section):
+    """[rules]: the rulebook."""
+
+    folder: Path | None = Field(None, description="Folder of rule files; empty = the rules/ folder shipped beside the code.")
+    reload_seconds: float = Field(5.0, gt=0, description="How often the folder is checked for edited rule files.")
+
+
+class ScheduleSection(_Section):
+    """[schedule]: the exam plan."""
+
+    timezone: str = Field("Asia/Shanghai", description="Time zone of the times written in imported plans.")
+
+
+class NotifySection(_Section):
+    """[notify]: where new and changed cases are announced (at most once per case state change)."""
+
+    mqtt_topic: str = Field("vg/v1/authority/cases", description="MQTT topic for case notices; empty = none.")
+    min_severity: str = Field("violation", pattern="^(violation|warning|notice)$",
+                              description="Announce cases of this severity and above.")
+    webhooks: list[str] = Field(default_factory=list, description="http(s) URLs that receive every notice as a "
+                                "JSON POST; a 2xx answer counts as delivered.")
+    email_to: list[str] = Field(default_factory=list, description="E-mail recipients of every notice (one message "
+                                "to all); needs smtp_host and smtp_from.")
+    smtp_host: str = Field("", description="Mail server that sends the notices.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="Mail server port (587 with starttls, 465 with ssl).")
+    smtp_security: str = Field("none", pattern="^(none|starttls|ssl)$",
+                               description="none, starttls (upgrade after connecting) or ssl (TLS from the start).")
+    smtp_from: str = Field("", description="Sender address of the notices.")
+    smtp_user: str = Field("", description="Mail server login; empty = no login.")
+    smtp_password_file: Path | None = Field(None, description="File holding the mail server password (read at each "
+                                            "send, so it never sits in this config); give an absolute path.")
+    retry_seconds: float = Field(30.0, gt=0, description="A failed notice is retried after this many seconds "
+                                 "times the attempts so far.")
+    max_attempts: int = Field(10, ge=1, description="After this many failed attempts a notice is marked failed "
+                              "(kept, with its last error).")
+    send_timeout: float = Field(10.0, gt=0, le=120, description="Seconds one SMTP, webhook or MQTT send may take.")
+    web_base_url: str = Field("", description="Address of the pages as recipients reach them, e.g. "
+                              "https://venueguard.example.cn; notices link to <web_base_url>/cases/<id>.")
+
+    @field_validator("webhooks", "web_base_url")
+    @classmethod
+    def _http_urls(cls, value: list[str] | str) -> list[str] | str:
+        """Only http(s) URLs with a host: anything else would fail at every send, long after startup."""
+        from urllib.parse import urlsplit
+
+        for url in [value] if isinstance(value, str) else value:
+            parts = urlsplit(url)
+            if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+                raise ValueError(f"not an http:// or https:// URL with a host: {url!r}")
+        return value
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        """Catch typos in recipient addresses when the config is read, not when a case opens."""
+        bad = [a for a in value if a.count("@") != 1 or not all(a.split("@")) or any(c in a for c in " ,;<>")]
+        if bad:
+            raise ValueError(f"not an e-mail address: {', '.join(map(repr, bad))}")
+        return value
+
+    @model_validator(mode="after")
+    def _email_complete(self) -> "NotifySection":
+        """E-mail needs a server and a sender, and a login needs its password file (and vice versa)."""
+        if self.email_to and not (self.smtp_host and self.smtp_from):
+            raise ValueError("email_to is set: smtp_host and smtp_from are needed too")
+        if bool(self.smtp_user) != (self.smtp_password_file is not None):
+            raise ValueError("smtp_user and smtp_password_file go together")
+        return self
+
+
 class CollectorConfig(_Section):
     """The whole collector configuration."""
 
@@ -68,6 +138,9 @@ class CollectorConfig(_Section):
     ingest: IngestSection = IngestSection()
     vault: VaultSection = VaultSection()
     web: WebSection = WebSection()
+    rules: RulesSection = RulesSection()
+    schedule: ScheduleSection = ScheduleSection()
+    notify: NotifySection = NotifySection()
 
     @property
     def database_url(self) -> str:

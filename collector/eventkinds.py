@@ -64,6 +64,8 @@ _LAN = _kinds("agent/lan", {
     "device.mac_changed": _SIGHTING + ("registered_mac", "entry"),
     "device.ip_conflict": ("ip", "macs", "claims"),
     "device.flip_flop": ("ip", "macs", "sequence"),
+    "device.left": _SIGHTING,
+    "device.ip_restored": _SIGHTING + ("registered_ip", "registered_mac", "entry", "episode"),
     "device.missing": _REGISTERED,
     "device.returned": _REGISTERED + ("now",),
     "lan.snapshot": ("devices", "episodes"),
@@ -161,6 +163,53 @@ _CAMERAS = _kinds("agent/cameras", {
 EVENT_KINDS: Mapping[str, EventKind] = MappingProxyType(
     {**_AGENT, **_COLLECTOR, **_LAN, **_HOST, **_ISOLATION, **_LOGS, **_RECORDERS, **_CAMERAS}
 )
+
+
+# What each event is about, so the rulebook keeps one condition per thing and a closing event
+# (camera.up) ends exactly the condition its opener (camera.down) began. Kinds not listed are about
+# their agent as a whole (agent.offline, agent.blind, outbox.full...).
+_SUBJECTS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("mac",): ("device.unregistered", "device.left", "device.ip_changed", "device.mac_changed", "device.ip_restored", "device.missing",
+               "device.returned", "camera.down", "camera.path_problem", "camera.auth_failed", "camera.stream_stalled",
+               "camera.up", "camera.rebooted", "camera.ptz_moved", "camera.ptz_restored"),
+    ("ip",): ("device.ip_conflict", "device.flip_flop"),
+    ("interface",): ("host.registered_address_changed", "host.registered_address_restored", "host.wireless_present",
+                     "host.wireless_gone", "host.interface_added", "host.interface_removed", "host.link_changed",
+                     "host.address_changed"),
+    ("destination",): ("host.route_outside", "host.route_outside_gone"),
+    ("tool",): ("host.remote_tool", "host.remote_tool_gone"),
+    ("protocol", "address", "port"): ("host.remote_listener", "host.remote_listener_gone"),
+    ("target",): ("isolation.breached", "isolation.restored"),
+    ("source",): ("log.deleted", "log.truncated", "log.moved", "log.replaced", "log.rotated", "log.retention_short",
+                  "log.retention_ok"),
+    ("recorder",): ("recorder.down", "recorder.up", "recorder.auth_failed", "recorder.auth_ok", "recorder.rebooted",
+                    "recorder.disk_low", "recorder.disk_space_ok"),
+    ("recorder", "disk"): ("recorder.disk_fault", "recorder.disk_ok"),
+    ("recorder", "channel"): ("recorder.channel_offline", "recorder.channel_online", "recorder.not_recording",
+                              "recorder.recording"),
+    ("room",): ("camera.room_uncovered", "camera.room_covered"),
+    ("watcher",): ("watcher.error", "watcher.recovered"),
+}
+SUBJECT_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {kind: fields for fields, kinds in _SUBJECTS.items() for kind in kinds})
+
+#: Kinds whose exam windows are those of the event's own room (a camera in a room without an exam
+#: that day is allowed to be off); every other kind weighs by the venue's exam windows as a whole.
+ROOM_SCOPED: frozenset[str] = frozenset(k for k in _CAMERAS if k.startswith("camera."))
+
+
+def subject_fields(kind: str) -> tuple[str, ...]:
+    """The data fields naming what an event is about; empty = the agent itself."""
+    return SUBJECT_FIELDS.get(kind, ())
+
+
+def subject_mismatch(openers: list[str], clearer: str) -> str | None:
+    """Why ``clearer`` can end none of the conditions ``openers`` begin (they name other things)."""
+    want = subject_fields(clearer)
+    if not openers or any(subject_fields(kind) == want for kind in openers):
+        return None
+    return (f"{clearer!r} is about {list(want) or 'the agent'}, which none of the matched events is about: "
+            "it could never clear them")
 
 
 def is_known(kind: str) -> bool:

@@ -20,7 +20,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
                       ValidationError, field_validator, model_validator)
 
-from collector.eventkinds import is_known, unknown_fields
+from collector.eventkinds import is_known, subject_mismatch, unknown_fields
 
 Severity = Literal["violation", "warning", "notice"]
 Expect = Literal["violation", "warning", "notice", "none"]
@@ -45,6 +45,8 @@ ARTICLE = re.compile(r"^[一二三四五六七八九十]+(?:\([一二三四五�
 CLAUSE_END = frozenset("，。；：、）」”！？,.;:)")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 REGULATIONS_ENV = "VENUEGUARD_REGULATIONS"
+#: Point rules (events without a clearing event) fold events this close together into one case.
+DEFAULT_QUIET_SECONDS = 600
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -161,16 +163,9 @@ class Period(_Strict):
 
 
 class Held(_Strict):
-    """The matched state must persist this long with none of ``cleared_by`` in between."""
+    """Debounce: the matched state must persist this long (until ``cleared_by``) before a case opens."""
 
     seconds: int = Field(gt=0)
-    cleared_by: list[str] = Field(min_length=1)
-
-    @field_validator("cleared_by")
-    @classmethod
-    def _known_kinds(cls, value: list[str]) -> list[str]:
-        """Same reason as :meth:`Match._known_kind`."""
-        return [_check_kind(k) for k in value]
 
 
 class Count(_Strict):
@@ -229,7 +224,9 @@ class Rule(_Strict):
     match: list[Match] = Field(default_factory=list)
     during: list[Period] = Field(default_factory=list)
     only_during: bool = False
+    cleared_by: list[str] = Field(default_factory=list)
     held: Held | None = None
+    settle_seconds: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
     count: Count | None = None
     absent: Absent | None = None
     tests: list[Sample] = Field(min_length=1)
@@ -239,6 +236,26 @@ class Rule(_Strict):
     def file(self) -> Path:
         """The file this rule was loaded from (for messages and case evidence)."""
         return self._file
+
+    @field_validator("cleared_by")
+    @classmethod
+    def _known_clearers(cls, value: list[str]) -> list[str]:
+        """Same reason as :meth:`Match._known_kind`."""
+        return [_check_kind(k) for k in value]
+
+    @property
+    def is_state(self) -> bool:
+        """A state rule's condition lasts from a matching event (or a missed deadline, for
+        ``absent``) until a ``cleared_by`` (or the awaited) event."""
+        return bool(self.cleared_by) or self.absent is not None
+
+    @property
+    def settle(self) -> int:
+        """Seconds a condition must stay away before its case closes: flapping stays one case.
+        Point rules (no ``cleared_by``) group events this close into one case."""
+        if self.settle_seconds is not None:
+            return self.settle_seconds
+        return 0 if self.is_state else DEFAULT_QUIET_SECONDS
 
     @field_validator("title", "description")
     @classmethod
@@ -354,6 +371,16 @@ def _coherence_errors(rule: Rule) -> list[Finding]:
     errors: list[Finding] = []
     if not rule.match and rule.absent is None:
         errors.append(Finding((), "a rule needs 'match' or 'absent'"))
+    if rule.held is not None and not rule.cleared_by:
+        errors.append(Finding(("held",), "needs 'cleared_by': only a state that can end can be held for a while"))
+    if rule.cleared_by and (rule.count is not None or rule.absent is not None):
+        errors.append(Finding(("cleared_by",), "applies to 'match' conditions, not to 'count' or 'absent'"))
+    for kind in set(rule.cleared_by) & {m.event for m in rule.match}:
+        errors.append(Finding(("cleared_by",), f"{kind!r} both opens and clears the condition"))
+    for kind in rule.cleared_by:
+        problem = subject_mismatch([m.event for m in rule.match], kind)
+        if problem:
+            errors.append(Finding(("cleared_by",), problem))
     if rule.only_during and not rule.during:
         errors.append(Finding(("only_during",), "needs at least one period under 'during'"))
     seen: set[str] = set()

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import uvicorn
 
 from collector import keys
 from collector.config import CollectorConfig
+from collector.cases import seal_actions
 from collector.ingest import Ingestor
+from collector.notify import Notifier, PahoPublisher
+from collector.rulerunner import RulebookRunner
 from collector.service import IngestService
 from collector.store import Store
 from collector.vault.wiring import open_vault
 from collector.web.app import create_app
 
 log = logging.getLogger("venueguard.collector")
+#: Events the rulebook takes per tick (twice a second) at most, so a backlog never stalls ingest.
+RULES_STEP = 20000
 
 
 def open_store(cfg: CollectorConfig) -> Store:
@@ -39,16 +45,27 @@ class Collector:
         self.ingestor = Ingestor(self.store, self.vault, self.key, deadline_factor=ing.deadline_factor,
                                  gap_grace=ing.gap_grace, max_clock_skew=ing.max_clock_skew)
         self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.broker.client_id, ing.batch_max)
+        self.rules = RulebookRunner(self.store, cfg.rules.folder, notify=cfg.notify, reload_seconds=cfg.rules.reload_seconds)
+        self.service.add_periodic(self._rules_tick)
+        publisher = PahoPublisher(self.service.client, timeout=cfg.notify.send_timeout)
+        self.notifier = Notifier(self.store.engine, cfg.notify, publish=publisher)
         self._web: uvicorn.Server | None = None
         if web:
             config = uvicorn.Config(create_app(self.store), host=cfg.web.host, port=cfg.web.port, log_level="warning")
             self._web = uvicorn.Server(config)
         self._web_thread: threading.Thread | None = None
 
+    def _rules_tick(self) -> None:
+        """Rules over what ingest indexed since, then the case actions into the vault."""
+        self.rules.reload_if_changed()
+        self.rules.step(limit=RULES_STEP)
+        seal_actions(self.store, self.vault, time.time())
+
     def start(self) -> None:
         """Index what the vault has beyond the store, then start ingest and the web."""
         self.ingestor.load()
         self.service.start()
+        self.notifier.start()
         if self._web is not None:
             self._web_thread = threading.Thread(target=self._web.run, name="web", daemon=True)
             self._web_thread.start()
@@ -57,6 +74,7 @@ class Collector:
 
     def stop(self) -> None:
         """Stop ingest (finishing the current batch), the web, and close files."""
+        self.notifier.stop()
         self.service.stop()
         if self._web is not None:
             self._web.should_exit = True

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -57,6 +57,12 @@ class IngestService:
         props.ReceiveMaximum = 1000
         self._client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
         self._worker = threading.Thread(target=self._work, name="ingest", daemon=True)
+        self._periodic: list[Callable[[], None]] = []
+
+    def add_periodic(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the worker thread between batches, with the ingestor's tick (the rulebook:
+        it writes cases and vaults case actions, and the vault has this one writer thread)."""
+        self._periodic.append(fn)
 
     def start(self) -> None:
         """Connect (retrying in the background) and start the worker."""
@@ -95,6 +101,11 @@ class IngestService:
             if time.monotonic() >= next_tick:
                 self._publish(self.ingestor.tick())
                 self.ingestor.vault.tick()  # a signed checkpoint when due, even when idle (same writer thread)
+                for fn in self._periodic:
+                    try:
+                        fn()
+                    except Exception:  # noqa: BLE001 - a rule or database fault must not stop ingest
+                        log.exception("periodic task %s failed; ingest goes on", getattr(fn, "__name__", fn))
                 next_tick = time.monotonic() + 0.5
 
     def _handle(self, batch: list[tuple[Message, int, int]]) -> None:
@@ -108,6 +119,11 @@ class IngestService:
         self._publish(acks)
         for _, mid, qos in batch:
             self._client.ack(mid, qos)
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The collector's MQTT client, shared by the notifier for case notices (paho is thread-safe)."""
+        return self._client
 
     def _publish(self, messages: list[Outgoing]) -> None:
         for name, payload, retain in messages:

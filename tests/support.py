@@ -31,15 +31,16 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def collector_toml(data_dir: Path, broker_port: int, db_url: str = "", web_port: int | None = None, **ingest: Any) -> str:
-    """A collector config for tests."""
+def collector_toml(data_dir: Path, broker_port: int, db_url: str = "", web_port: int | None = None, extra: str = "",
+                   **ingest: Any) -> str:
+    """A collector config for tests; ``extra`` is appended (further sections)."""
     lines = [
         "[collector]", f'data_dir = "{data_dir}"', f'database_url = "{db_url}"', "",
         "[broker]", f"port = {broker_port}", "",
         "[web]", f"port = {web_port or free_port()}", "",
         "[ingest]", *[f"{k} = {v}" for k, v in ingest.items()],
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
 class Proc:
@@ -137,13 +138,14 @@ class Rig:
     """A broker, a collector process and one agent process (``a1`` at venue ``V1``) on real parts."""
 
     def __init__(self, tmp: Path, broker_port: int, db_url: str = "", *, agent: dict[str, Any] | None = None,
-                 netns: str | None = None, **ingest: Any) -> None:
+                 netns: str | None = None, collector_extra: str = "", **ingest: Any) -> None:
         self.tmp = tmp
         self.data = tmp / "collector"
         self.data.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or f"sqlite:///{self.data / 'index.sqlite3'}"
         toml = tmp / "collector.toml"
-        toml.write_text(collector_toml(self.data, broker_port, self.db_url, **ingest))
+        self.toml = toml
+        toml.write_text(collector_toml(self.data, broker_port, self.db_url, extra=collector_extra, **ingest))
         self.store = Store(self.db_url)
         self.store.migrate()
         self.home = tmp / "a1"

@@ -55,3 +55,30 @@ def test_inventory_push_forgery_and_staleness(tmp_path: Path, broker: Mosquitto)
     box.close()
     assert held.version == 2 and "66:77:88:99:aa:bb" not in held.by_mac
     rig.stop()
+
+
+def test_schedule_import_reaches_the_agent(tmp_path: Path, broker: Mosquitto) -> None:
+    """A schedule import moves the venue's config version; the agent applies the new config with the
+    sessions that have not ended, and keeps them (outbox state) for the next restart."""
+    from collector.schedule import import_plan
+
+    rig = Rig(tmp_path, broker.port)
+    rig.collector.start()
+    rig.agent.start()
+    rig.store.replace_inventory("V1", [CAMERA])
+    wait_for(lambda: [d["version"] for d in _kinds(rig, "config.applied")] == [1], 30, what="config v1 applied")
+    plan = tmp_path / "plan.csv"
+    plan.write_text("考点编号,考场,科目,开始时间,结束时间\n"
+                    "V1,第1考场,电工作业,2099-12-05 09:00,2099-12-05 11:00\n"
+                    "V1,第1考场,焊接作业,2099-12-05 14:00,2099-12-05 16:00\n"
+                    "V1,第1考场,高处作业,2000-12-05 09:00,2000-12-05 11:00\n", encoding="utf-8")
+    result, warnings = import_plan(rig.store, plan, by="test")
+    assert result.config_versions == {"V1": 2} and warnings == []
+    wait_for(lambda: _kinds(rig, "config.applied")[1:] == [{"version": 2, "devices": 1, "sessions": 2}], 30,
+             what="config v2 with two sessions applied")
+    rig.agent.stop()
+    box = Outbox(rig.home / "data" / "outbox.sqlite3")
+    held = box.load_state("config")["sessions"]
+    box.close()
+    assert [s["session_id"] for s in held] == ["V1-第1考场-209912050900", "V1-第1考场-209912051400"]
+    rig.stop()

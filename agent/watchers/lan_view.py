@@ -58,13 +58,21 @@ class LanView:
                             for m, d in self.devices.items()}}
 
     def diff(self, before: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """An event for each episode that opened, and ``device.returned`` for each missing one that closed."""
+        """An event for each episode that opened, and one for each that closed where the collector
+        must know it ended: a missing device returned, an unregistered device left, a registered
+        device back at its address (so a case about it can close instead of lasting for ever)."""
         old = before.get("episodes", {})
         events = [(f"device.{key.split(':')[0]}", data) for key, data in self.episodes.items() if key not in old]
         for key, data in old.items():
-            if key.startswith("missing:") and key not in self.episodes:
-                mac = key.split(":", 1)[1]
-                events.append(("device.returned", {**data, "now": self.devices.get(mac, {})}))
+            if key in self.episodes:
+                continue
+            episode = key.split(":")[0]
+            if episode == "missing":
+                events.append(("device.returned", {**data, "now": self.devices.get(key.split(":", 1)[1], {})}))
+            elif episode == "unregistered":
+                events.append(("device.left", data))
+            elif episode in ("ip_changed", "mac_changed"):
+                events.append(("device.ip_restored", {**data, "episode": episode}))
         return events
 
 

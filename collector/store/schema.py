@@ -93,3 +93,131 @@ dead_letters = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),  # capped; the hash covers the whole
     sa.Index("ix_dead_letters_reason", "reason"),
 )
+
+# -- exam schedule (issue 6): every import is a version; a later import of the same months retires
+# the sessions it replaces (``retired_in``) instead of overwriting them.
+
+schedule_versions = sa.Table(
+    "schedule_versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("imported_at", sa.Float, nullable=False),
+    sa.Column("imported_by", sa.String(100), nullable=False),
+    sa.Column("source", sa.String(300), nullable=False),  # file name as given
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("months", sa.JSON, nullable=False),  # ["2026-12", ...]: the months this plan covers
+    sa.Column("sessions", sa.Integer, nullable=False),
+)
+
+exam_sessions = sa.Table(
+    "exam_sessions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("schedule_versions.id"), nullable=False),
+    sa.Column("retired_in", sa.Integer, sa.ForeignKey("schedule_versions.id")),  # NULL: in force
+    sa.Column("session_id", sa.String(100), nullable=False),
+    sa.Column("venue_id", sa.String(64), sa.ForeignKey("venues.id"), nullable=False),
+    sa.Column("room", sa.String(100), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Index("ix_exam_sessions_venue_start", "venue_id", "start"),
+    sa.Index("ix_exam_sessions_retired", "retired_in"),
+)
+
+# A venue-declared special situation (特殊情况), e.g. maintenance of the recorder; once the
+# authority approves it, matching conditions inside it open no case.
+maintenance_windows = sa.Table(
+    "maintenance_windows", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("venue_id", sa.String(64), sa.ForeignKey("venues.id"), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("rules", sa.JSON, nullable=False),  # rule ids it covers; [] = every rule
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("declared_by", sa.String(100), nullable=False),
+    sa.Column("declared_at", sa.Float, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # declared / approved / rejected
+    sa.Column("decided_by", sa.String(100)),
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decision_reason", sa.Text),
+    sa.Index("ix_maintenance_venue", "venue_id", "start"),
+)
+
+# -- cases (issue 6) ---------------------------------------------------------------------------
+
+cases = sa.Table(
+    "cases", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("venue_id", sa.String(64), nullable=False),
+    sa.Column("rule_id", sa.Integer, nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("clause", sa.JSON, nullable=False),  # {source, article, text} + also
+    sa.Column("severity", sa.String(10), nullable=False),  # the highest reached
+    sa.Column("subject", sa.String(300), nullable=False),  # what it is about, e.g. "mac=00:11:..."
+    sa.Column("room", sa.String(100), nullable=False, server_default=""),
+    sa.Column("session_id", sa.String(100), nullable=False, server_default=""),  # exam affected
+    sa.Column("agent_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),  # open / closed (the condition)
+    sa.Column("status", sa.String(14), nullable=False),  # new / acknowledged / confirmed / dismissed
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float),
+    sa.Column("events", sa.Integer, nullable=False),  # matching events in all (evidence may be capped)
+    sa.Column("version", sa.Integer, nullable=False),  # moves on every state change (notifications)
+    sa.Index("ix_cases_venue_state", "venue_id", "state"),
+    sa.Index("ix_cases_rule", "rule_id"),
+)
+
+case_evidence = sa.Table(
+    "case_evidence", metadata,
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), primary_key=True),
+    sa.Column("record_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("vault_index", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("agent_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger),
+)
+
+# Every change of a case, by the rulebook or a person; ``vault_index`` is set once the running
+# collector has written it to the vault (actions taken by the CLI or pages wait for that).
+case_actions = sa.Table(
+    "case_actions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(12), nullable=False),  # rulebook / venue / authority
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("vault_index", sa.BigInteger),
+    sa.Index("ix_case_actions_case", "case_id"),
+    sa.Index("ix_case_actions_unvaulted", "vault_index"),
+)
+
+# At most one notification per case version and channel; sent_at NULL until delivered.
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("case_version", sa.Integer, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),  # mqtt / email / webhook:<sha256(url)[:8]>
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_at", sa.Float),  # retry not before this (backoff); NULL = due now
+    sa.Column("failed_at", sa.Float),  # given up after max_attempts; the row stays as the record
+    sa.UniqueConstraint("case_id", "case_version", "channel", name="uq_notifications_once"),
+    sa.Index("ix_notifications_unsent", "sent_at"),  # the notifier looks for NULL every second
+)
+
+# The rulebook's working memory: open conditions per venue, rule and subject, and its cursor
+# over ``records`` (name "cursor"), so a restarted collector continues where it stopped.
+rule_state = sa.Table(
+    "rule_state", metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+)

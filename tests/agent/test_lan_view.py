@@ -61,3 +61,15 @@ def test_a_restart_keeps_open_episodes_until_it_has_swept() -> None:
     w._started, w._own_macs = 10.0, set()
     w.table.saw("00:1b:21:00:00:01", "192.0.2.50", "arp-request", 11.0)
     assert w.collect().diff(before.to_json()) == []
+
+
+def test_closing_episodes_are_reported_so_cases_can_close() -> None:
+    """An unregistered device that leaves → device.left; a registered device back at its address → device.ip_restored."""
+    stranger = "00:1b:21:00:00:01"
+    present = judge([_s(stranger, "192.0.2.50", 0, 1), _s(CAM.mac, "192.0.2.99", 0, 1)], {}, INV, [], 600, 1)
+    assert sorted(k for k, _ in present.diff({})) == ["device.ip_changed", "device.unregistered"]
+    gone = judge([_s(CAM.mac, "192.0.2.21", 2, 2)], {}, INV, [], 600, 2)
+    closed = dict(gone.diff(present.to_json()))
+    assert sorted(closed) == ["device.ip_restored", "device.left"]
+    assert closed["device.left"]["mac"] == stranger
+    assert (closed["device.ip_restored"]["mac"], closed["device.ip_restored"]["episode"]) == (CAM.mac, "ip_changed")

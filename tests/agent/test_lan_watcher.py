@@ -188,7 +188,8 @@ def test_flip_flop(rig_factory) -> None:  # noqa: ANN001
     _speak(rig.cam, "192.0.2.21")
     wait_for(lambda: "device.flip_flop" in _kinds(rig.events()), 5, 0.05, "device.flip_flop")
     time.sleep(1)
-    assert _kinds(rig.events()) == ["device.flip_flop", "device.mac_changed", "device.unregistered"]
+    # The thief leaving the camera's address ends its mac_changed episode: device.ip_restored.
+    assert _kinds(rig.events()) == ["device.flip_flop", "device.ip_restored", "device.mac_changed", "device.unregistered"]
     flip = next(e["data"] for e in rig.events() if e["kind"] == "device.flip_flop")
     assert flip["sequence"] == [CAM.mac, "00:1b:21:00:00:66", CAM.mac]
 

@@ -1,0 +1,149 @@
+"""Runs the rulebook over the store: new events in order, the time, and its memory kept across restarts.
+
+The rulebook reads the index (``records``) behind ingest, by a cursor, rather than being handed
+events by ingest: ingest stays as fast as the vault allows, the rulebook can be rebuilt or
+replayed from the index, and one transaction holds a step's case changes, its memory and its
+cursor, so a collector killed mid-step neither loses nor doubles a case.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from collector.cases import StoreSink
+from collector.config import NotifySection
+from collector.rulebook import Event, Rulebook
+from collector.rulefiles import RuleError, RuleFileErrors, check_rules
+from collector.rulewindows import Calendar, StoreCalendar
+from collector.store import Store
+from collector.store import schema
+
+log = logging.getLogger("venueguard.collector.rules")
+
+#: The rules folder of a checkout (deployments name theirs in [rules] folder).
+SHIPPED_RULES = Path(__file__).resolve().parents[1] / "rules"
+EVENT_STREAMS = ("ev", "collector")
+CURSOR, COUNTS, ABSENT, CONDITION = "cursor", "counts", "absent", "c:"
+
+
+class RulebookRunner:
+    """The rulebook of one collector, fed from the store.
+
+    Args:
+        store: the index to read events from and write cases to.
+        folder: the rule files (reloaded when they change, kept as they were when the new ones are bad).
+        calendar: exam and maintenance windows (default: from the store).
+        notify: where case changes are announced (None: nowhere).
+        reload_seconds: how often the folder is checked for edits.
+    """
+
+    def __init__(self, store: Store, folder: Path | None = None, calendar: Calendar | None = None,
+                 notify: NotifySection | None = None, reload_seconds: float = 5.0) -> None:
+        self.store = store
+        self.folder = folder or SHIPPED_RULES
+        self.calendar = calendar or StoreCalendar(store)
+        self.notify = notify
+        self.reload_seconds = reload_seconds
+        self.errors: list[RuleError] = []
+        self.cursor = 0
+        self._signature: tuple[Any, ...] = ()
+        self._checked = float("-inf")
+        rules, errors = check_rules(self.folder)
+        if errors:
+            raise RuleFileErrors(errors)
+        self._signature = self._folder_signature()
+        self.rulebook = Rulebook(rules, self.calendar)
+        self._restore()
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def _folder_signature(self) -> tuple[Any, ...]:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in self.folder.glob("*.yaml")))
+
+    def reload_if_changed(self) -> bool:
+        """Pick up edited rule files; bad files are reported and the rules in force stay."""
+        mono = time.monotonic()
+        if mono - self._checked < self.reload_seconds:
+            return False
+        self._checked = mono
+        sig = self._folder_signature()
+        if sig == self._signature:
+            return False
+        self._signature = sig
+        rules, errors = check_rules(self.folder)
+        self.errors = errors
+        if errors:
+            for e in errors:
+                log.error("rule file refused, the rules in force stay: %s", e)
+            return False
+        self.rulebook.load_rules(rules)
+        log.info("rules reloaded from %s: %d rules", self.folder, len(rules))
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def step(self, now: float | None = None, limit: int = 5000) -> int:
+        """Evaluate events indexed since the last step and the time up to ``now``; return how many events."""
+        now = time.time() if now is None else now
+        if isinstance(self.calendar, StoreCalendar):
+            self.calendar.refresh()
+        events = self._next_events(limit)
+        with self.store.engine.begin() as conn:
+            sink = StoreSink(conn, self.notify, now)
+            for ev in events:
+                self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
+                self.rulebook.feed(ev, sink)
+            self.rulebook.advance(now, sink)
+            if events:
+                self.cursor = events[-1].record_id
+            self._save(conn)
+        return len(events)
+
+    def feed(self, events: list[Event], now: float) -> None:
+        """Evaluate given events (scenarios and benchmarks that do not go through the index)."""
+        with self.store.engine.begin() as conn:
+            sink = StoreSink(conn, self.notify, now)
+            for ev in events:
+                self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
+                self.rulebook.feed(ev, sink)
+            self.rulebook.advance(now, sink)
+            self._save(conn)
+
+    def _next_events(self, limit: int) -> list[Event]:
+        r = schema.records.c
+        q = (sa.select(r.id, r.venue_id, r.agent_id, r.kind, r.at, r.data, r.vault_index, r.seq)
+             .where(r.id > self.cursor, r.stream.in_(EVENT_STREAMS)).order_by(r.id).limit(limit))
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [Event(row.id, row.venue_id, row.agent_id, row.kind, row.at, row.data, row.vault_index, row.seq)
+                for row in rows]
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def _save(self, conn: sa.Connection) -> None:
+        saved, removed = self.rulebook.take_changes()
+        st = schema.rule_state
+        keys = [CONDITION + k for k in list(saved) + list(removed)]
+        rows = [{"key": CONDITION + k, "value": v} for k, v in saved.items()]
+        rows += [{"key": CURSOR, "value": {"id": self.cursor}}]
+        if self.rulebook.aux_dirty:
+            rows += [{"key": COUNTS, "value": self.rulebook.counts}, {"key": ABSENT, "value": self.rulebook.absent_seen}]
+            self.rulebook.aux_dirty = False
+        keys += [r["key"] for r in rows if not r["key"].startswith(CONDITION)]
+        for chunk in range(0, len(keys), 500):
+            conn.execute(st.delete().where(st.c.key.in_(keys[chunk:chunk + 500])))
+        conn.execute(st.insert(), rows)
+
+    def _restore(self) -> None:
+        st = schema.rule_state
+        with self.store.engine.connect() as conn:
+            found = {row.key: row.value for row in conn.execute(sa.select(st.c.key, st.c.value))}
+        self.cursor = int(found.pop(CURSOR, {"id": 0})["id"])
+        counts, absent = found.pop(COUNTS, {}), found.pop(ABSENT, {})
+        conditions = [v for k, v in found.items() if k.startswith(CONDITION)]
+        self.rulebook.restore(conditions, counts, absent)

@@ -1,0 +1,119 @@
+"""When rules bite: exam windows from the schedule, approved maintenance windows, sealed periods.
+
+The rulebook asks one question of time: in ``[a, b]``, which stretches fall in a rule's periods
+(an exam window with its lead and lag, or the sealed venue) and which are excused by a venue's
+approved special situation (特殊情况)? Answers come from memory; :class:`StoreCalendar` reloads
+them from the store every few seconds, so a schedule import or an approval by another process
+takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from collector.rulefiles import Period
+from collector.store import Store
+from collector.store import schema
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of time in which a period holds, with the exam session that makes it."""
+
+    start: float
+    end: float
+    session_id: str = ""
+    room: str = ""
+
+
+@dataclass(frozen=True)
+class ExamSession:
+    """An exam session in force (the calendar's own copy)."""
+
+    venue_id: str
+    room: str
+    start: float
+    end: float
+    session_id: str
+
+
+@dataclass(frozen=True)
+class Excuse:
+    """An approved maintenance window: the rules it covers (empty = all) and its reason."""
+
+    venue_id: str
+    start: float
+    end: float
+    rules: frozenset[int]
+    reason: str
+
+    def covers(self, rule_id: int) -> bool:
+        return not self.rules or rule_id in self.rules
+
+
+class Calendar(Protocol):
+    """What the rulebook needs to know about time."""
+
+    def windows(self, venue_id: str, room: str | None, period: Period, a: float, b: float) -> list[Window]:
+        """Windows of ``period`` overlapping [a, b] (room None = every room of the venue)."""
+
+    def excused(self, venue_id: str, rule_id: int, a: float, b: float) -> list[tuple[float, float]]:
+        """Approved maintenance windows covering the rule that overlap [a, b]."""
+
+
+class MemoryCalendar:
+    """A calendar over given sessions and excuses (the store calendar fills one; scenarios too)."""
+
+    def __init__(self, sessions: list[ExamSession] | None = None, excuses: list[Excuse] | None = None) -> None:
+        self.sessions: dict[str, list[ExamSession]] = {}
+        self.excuses: dict[str, list[Excuse]] = {}
+        self.replace(sessions or [], excuses or [])
+
+    def replace(self, sessions: list[ExamSession], excuses: list[Excuse]) -> None:
+        by_venue: dict[str, list[ExamSession]] = {}
+        for s in sorted(sessions, key=lambda s: s.start):
+            by_venue.setdefault(s.venue_id, []).append(s)
+        excused: dict[str, list[Excuse]] = {}
+        for e in excuses:
+            excused.setdefault(e.venue_id, []).append(e)
+        self.sessions, self.excuses = by_venue, excused
+
+    def windows(self, venue_id: str, room: str | None, period: Period, a: float, b: float) -> list[Window]:
+        if period.period != "exam":
+            return []  # the sealed period comes with the readiness check (issue 7): no seals yet
+        lead, lag = period.lead_minutes * 60.0, period.lag_minutes * 60.0
+        return [Window(s.start - lead, s.end + lag, s.session_id, s.room)
+                for s in self.sessions.get(venue_id, ())
+                if (room is None or s.room == room) and s.start - lead <= b and s.end + lag >= a]
+
+    def excused(self, venue_id: str, rule_id: int, a: float, b: float) -> list[tuple[float, float]]:
+        return [(e.start, e.end) for e in self.excuses.get(venue_id, ())
+                if e.covers(rule_id) and e.start <= b and e.end >= a]
+
+
+class StoreCalendar(MemoryCalendar):
+    """The calendar of the store: sessions in force and approved maintenance, reloaded when due."""
+
+    def __init__(self, store: Store, refresh_seconds: float = 5.0) -> None:
+        super().__init__()
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self._loaded = float("-inf")
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload at most every ``refresh_seconds`` (a few indexed queries)."""
+        mono = time.monotonic()
+        if not force and mono - self._loaded < self.refresh_seconds:
+            return
+        self._loaded = mono
+        s, m = schema.exam_sessions, schema.maintenance_windows
+        with self.store.engine.connect() as conn:
+            sessions = [ExamSession(r.venue_id, r.room, r.start, r.end, r.session_id) for r in conn.execute(
+                sa.select(s.c.venue_id, s.c.room, s.c.start, s.c.end, s.c.session_id).where(s.c.retired_in.is_(None)))]
+            excuses = [Excuse(r.venue_id, r.start, r.end, frozenset(int(x) for x in r.rules), r.reason) for r in conn.execute(
+                sa.select(m.c.venue_id, m.c.start, m.c.end, m.c.rules, m.c.reason).where(m.c.status == "approved"))]
+        self.replace(sessions, excuses)
