@@ -197,11 +197,13 @@ def case_detail(store: Store, case_id: int) -> dict[str, Any]:
         e, a = schema.case_evidence, schema.case_actions
         evidence = [dict(r) for r in conn.execute(sa.select(e).where(e.c.case_id == case_id).order_by(e.c.at, e.c.record_id)).mappings()]
         actions = [dict(r) for r in conn.execute(sa.select(a).where(a.c.case_id == case_id).order_by(a.c.id)).mappings()]
-        ids = [x["record_id"] for x in evidence]
-        data = {r.id: r.data for r in conn.execute(sa.select(schema.records.c.id, schema.records.c.data).where(
-            schema.records.c.id.in_(ids)))} if ids else {}
+        # By vault leaf, not record id: a rebuilt index numbers its records anew, the vault never does.
+        r = schema.records.c
+        leaves = sorted({x["vault_index"] for x in evidence})
+        data = {(row.vault_index, row.kind, row.at): row.data for row in conn.execute(
+            sa.select(r.vault_index, r.kind, r.at, r.data).where(r.vault_index.in_(leaves)))} if leaves else {}
     for x in evidence:
-        x["data"] = data.get(x["record_id"], {})
+        x["data"] = data.get((x["vault_index"], x["kind"], x["at"]), {})
     return {**dict(row), "evidence": evidence, "actions": actions}
 
 

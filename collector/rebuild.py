@@ -3,7 +3,8 @@
 The index tables filled from the vault (records, log_lines) are emptied and the agents' acked
 watermarks reset, then every vault entry is indexed again by the ingest code itself
 (:meth:`Ingestor._reindex_vault_tail`), so a rebuilt row is made exactly as the live one was.
-The registry (venues, agents, devices) and dead letters are not in the vault and are kept.
+The registry (venues, agents, devices), dead letters, the schedule and cases are not rebuilt and
+are kept; the rulebook's cursor is moved past the rebuilt records.
 Run it with the collector stopped.
 """
 
@@ -42,5 +43,10 @@ def rebuild(store: Store, vault: Vault) -> int:
     for track in ing.tracks.values():
         track.boot = None
     ing._reindex_vault_tail()  # noqa: SLF001 - the one place that indexes vault entries
-    with store.engine.connect() as conn:
+    with store.engine.begin() as conn:
+        # The rebuilt records are history the rulebook has already judged (cases keep vault leaves,
+        # not record ids): its cursor moves past them, or it would open every case again.
+        top = conn.execute(sa.select(sa.func.max(schema.records.c.id))).scalar() or 0
+        conn.execute(schema.rule_state.delete().where(schema.rule_state.c.key == "cursor"))
+        conn.execute(schema.rule_state.insert().values(key="cursor", value={"id": int(top)}))
         return int(conn.execute(sa.select(sa.func.count()).select_from(schema.records)).scalar() or 0)

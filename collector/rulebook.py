@@ -279,10 +279,21 @@ class Rulebook:
     def advance(self, now: float, sink: CaseSink) -> None:
         """Open, escalate and close cases that time alone decides, up to ``now``."""
         self._check_absences(now, sink)
+        self._forget_old_counts(now)
         for cond in list(self.conditions.values()):
             rule = self.rules.get(cond.rule_id)
             if rule is not None:
                 self._settle(cond, rule, now, sink)
+
+    def _forget_old_counts(self, now: float) -> None:
+        """Drop count groups whose events all fell out of their period (memory stays bounded)."""
+        for key in [k for k, times in self.counts.items() if not times or now - times[-1] >= self._within(k)]:
+            del self.counts[key]
+            self.aux_dirty = True
+
+    def _within(self, key: str) -> float:
+        rule = self.rules.get(int(key.split("|", 2)[1]))
+        return rule.count.within_seconds if rule is not None and rule.count is not None else 0.0
 
     def _check_absences(self, now: float, sink: CaseSink) -> None:
         for key, last in list(self.absent_seen.items()):

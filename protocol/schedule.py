@@ -1,6 +1,6 @@
 """Exam sessions as the collector signs them into an agent's config: which room, when.
 
-The schedule is imported at the collector (rulebook issue); agents receive their venue's upcoming
+The schedule is imported at the collector (`venueguard-collector schedule import`); agents receive their venue's upcoming
 sessions so they can probe harder inside exam windows. Times are epoch seconds.
 """
 

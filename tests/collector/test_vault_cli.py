@@ -15,6 +15,8 @@ from collector.cli import main
 from collector.config import CollectorConfig, CollectorSection
 from collector.ingest import Ingestor, Message
 from collector.rebuild import rebuild
+from collector.rulerunner import SHIPPED_RULES, RulebookRunner
+from collector.rulewindows import MemoryCalendar
 from collector.store import Store, schema
 from collector.vault import wiring
 from protocol import keys
@@ -74,6 +76,10 @@ def test_rebuilt_index_equals_the_live_one(store: Store, tmp_path: Path) -> None
     assert len(live["records"]) > 20 and live["log_lines"]
     assert rebuild(store, ing.vault) == len(live["records"])
     assert _snapshot(store) == live
+    with store.engine.connect() as conn:
+        top = conn.execute(sa.select(sa.func.max(schema.records.c.id))).scalar()
+    runner = RulebookRunner(store, SHIPPED_RULES, MemoryCalendar())
+    assert runner.cursor == top and runner.step() == 0, "the rulebook does not judge rebuilt history again"
     ing.vault.close()
 
 
