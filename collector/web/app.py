@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from collector.cases import cases as case_rows
 from collector.store import Store
 from collector.web.strings import t
 
@@ -23,7 +24,7 @@ _CN = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 def overview(store: Store, limit: int = 50) -> dict[str, Any]:
-    """The page's data: venues with their agents, latest events, dead-letter counts."""
+    """The page's data: venues with their agents, latest events, cases, dead-letter counts."""
     agents = store.agents()
     venue_rows = store.venues()
     venues = [
@@ -39,7 +40,9 @@ def overview(store: Store, limit: int = 50) -> dict[str, Any]:
          "received_at": r["received_at"], "data": r["data"]}
         for r in store.latest_records(limit, exclude_stream="log")
     ]
-    return {"generated_at": time.time(), "venues": venues, "events": events, "dead_letters": store.dead_letter_counts()}
+    open_first = sorted(case_rows(store, limit=limit), key=lambda c: (c["state"] != "open", -c["opened_at"]))
+    return {"generated_at": time.time(), "venues": venues, "events": events, "dead_letters": store.dead_letter_counts(),
+            "cases": [{**c, "venue_name": names.get(c["venue_id"], c["venue_id"])} for c in open_first]}
 
 
 def create_app(store: Store) -> FastAPI:

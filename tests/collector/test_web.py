@@ -62,3 +62,21 @@ def test_catalogues_have_the_same_keys() -> None:
         zh = json.loads((folder / "zh-CN.json").read_text())
         en = json.loads((folder / "en.json").read_text())
         assert set(zh) == set(en), folder
+
+
+def test_page_lists_cases_open_first_in_chinese(store: Store) -> None:
+    """A case the rulebook opened appears with its rule title, 违规 and 持续中; the API carries it too."""
+    from collector.cases import StoreSink
+    from collector.rulebook import Event, Rulebook
+    from collector.rulefiles import load_rules
+    from collector.rulerunner import SHIPPED_RULES
+    from collector.rulewindows import MemoryCalendar
+
+    _seed(store)
+    book = Rulebook([r for r in load_rules(SHIPPED_RULES) if r.id == 510], MemoryCalendar())
+    with store.engine.begin() as conn:
+        book.feed(Event(1, "GZ-TH01", "srv1", "recorder.down", 1.8e9, {"recorder": "r1"}, 0), StoreSink(conn, None, 1.8e9))
+    client = TestClient(create_app(store))
+    row = client.get("/").text.split('data-case="1"')[1].split("</tr>")[0]
+    assert "考点监控录像机未处于常开状态" in row and "违规" in row and "持续中" in row and "待处理" in row
+    assert [(c["rule_id"], c["state"]) for c in client.get("/api/v1/overview").json()["cases"]] == [(510, "open")]
