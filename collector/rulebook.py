@@ -87,7 +87,9 @@ class Condition:
     until: float | None = None
     last_seen: float = 0.0
     events: int = 0
-    times: list[float] = field(default_factory=list)  # point rules: when the events came
+    # Point rules: each event is judged at its own time (in a period? excused?) as it comes; the
+    # applicable ones are summed up here, so a chatty burst costs no memory: [first, last, severity, session].
+    hits: list[Any] | None = None
     evidence: list[list[Any]] = field(default_factory=list)
     cases: list[CaseRef] = field(default_factory=list)
 
@@ -133,21 +135,22 @@ def subject_of(event: Event, fields: tuple[str, ...] | None = None) -> str:
 
 def matches(m: Match, data: dict[str, Any]) -> bool:
     """All of an entry's filters hold (README: eq, ne, in, not_in, exists)."""
-    for name, flt in m.where.items():
-        present, value = name in data, data.get(name)
-        if not hasattr(flt, "model_fields_set"):
-            ok = present and value == flt
-        else:
-            op = next(iter(flt.model_fields_set))
-            arg = getattr(flt, "in_" if op == "in" else op)
-            ok = {"eq": lambda: present and value == arg,
-                  "ne": lambda: not present or value != arg,
-                  "in_": lambda: present and value in arg,
-                  "not_in": lambda: not present or value not in arg,
-                  "exists": lambda: present == arg}[op]()
-        if not ok:
-            return False
-    return True
+    return all(_holds(flt, name in data, data.get(name)) for name, flt in m.where.items())
+
+
+def _holds(flt: Any, present: bool, value: Any) -> bool:
+    if not hasattr(flt, "model_fields_set"):
+        return present and value == flt  # a bare value means equal
+    op = next(iter(flt.model_fields_set))
+    if op == "eq":
+        return present and value == flt.eq
+    if op == "ne":
+        return not present or value != flt.ne
+    if op == "in_":
+        return present and value in flt.in_
+    if op == "not_in":
+        return not present or value not in flt.not_in
+    return present == flt.exists
 
 
 def _stronger(a: str, b: str) -> str:
@@ -232,7 +235,11 @@ class Rulebook:
             cond = self.conditions.get(key)
         if cond is None:
             cond = self._new(rule, event, key, subject)
-        cond.times.append(event.at)
+        severity, session = self._at(cond, rule, event.at)
+        if severity is not None:
+            h = cond.hits
+            cond.hits = [event.at, event.at, severity, session] if h is None else \
+                [h[0], max(h[1], event.at), _stronger(h[2], severity), h[3] or session]
         cond.add(event)
         self._settle(cond, rule, event.at, sink)
 
@@ -368,16 +375,10 @@ class Rulebook:
         return out
 
     def _point_spans(self, cond: Condition, rule: Rule, now: float) -> list[Span]:
-        hits = [(t, *self._at(cond, rule, t)) for t in cond.times]
-        hits = [(t, sev, session) for t, sev, session in hits if sev]
-        if not hits:
+        if cond.hits is None:
             return []
-        severity = hits[0][1]
-        for _, sev, _ in hits:
-            severity = _stronger(severity, sev)
-        session = next((s for _, _, s in hits if s), "")
-        last = hits[-1][0]
-        return [Span(hits[0][0], last, severity, session, now - cond.last_seen >= rule.settle)]
+        first, last, severity, session = cond.hits
+        return [Span(first, last, severity, session, now - cond.last_seen >= rule.settle)]
 
     def _at(self, cond: Condition, rule: Rule, t: float) -> tuple[str | None, str]:
         """Severity of the rule at instant ``t`` (None: it does not apply) and the exam session then."""

@@ -189,3 +189,23 @@ def test_a_long_day_is_evaluated_quickly_enough_to_notice_a_regression(store: St
     started = time.monotonic()
     assert runner.step(now=T0 + 30000) == 2000
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("where, data, expected", [
+    ({"port": 3389}, {"port": 3389}, True),
+    ({"port": 3389}, {}, False),
+    ({"address": {"ne": "127.0.0.1"}}, {}, True),
+    ({"address": {"ne": "127.0.0.1"}}, {"address": "127.0.0.1"}, False),
+    ({"port": {"in": [22, 3389]}}, {"port": 22}, True),
+    ({"port": {"in": [22, 3389]}}, {"port": 80}, False),
+    ({"address": {"not_in": ["127.0.0.1", "::1"]}}, {"address": "::1"}, False),
+    ({"address": {"not_in": ["127.0.0.1", "::1"]}}, {"address": "192.0.2.5"}, True),
+    ({"pid": {"exists": True}}, {"pid": 0}, True),
+    ({"pid": {"exists": False}}, {"pid": 0}, False),
+    ({"port": 3389, "address": {"not_in": ["127.0.0.1"]}}, {"port": 3389, "address": "127.0.0.1"}, False),
+])
+def test_filters_hold_as_the_rules_readme_says(where: dict, data: dict, expected: bool) -> None:
+    from collector.rulebook import matches
+    from collector.rulefiles import Match
+
+    assert matches(Match.model_validate({"event": "host.remote_listener", "where": where}), data) is expected
