@@ -93,26 +93,28 @@ class RulebookRunner:
         if isinstance(self.calendar, StoreCalendar):
             self.calendar.refresh()
         events = self._next_events(limit)
-        with self.store.engine.begin() as conn:
-            sink = StoreSink(conn, self.notify, now)
-            for ev in events:
-                self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
-                self.rulebook.feed(ev, sink)
-            self.rulebook.advance(now, sink)
-            if events:
-                self.cursor = events[-1].record_id
-            self._save(conn)
+        self.feed(events, now)
         return len(events)
 
     def feed(self, events: list[Event], now: float) -> None:
-        """Evaluate given events (scenarios and benchmarks that do not go through the index)."""
-        with self.store.engine.begin() as conn:
-            sink = StoreSink(conn, self.notify, now)
-            for ev in events:
-                self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
-                self.rulebook.feed(ev, sink)
-            self.rulebook.advance(now, sink)
-            self._save(conn)
+        """Evaluate ``events`` (in order) and the time up to ``now`` in one transaction with the
+        memory and the cursor; scenarios and benchmarks may hand events in directly."""
+        try:
+            with self.store.engine.begin() as conn:
+                sink = StoreSink(conn, self.notify, now)
+                for ev in events:
+                    self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
+                    self.rulebook.feed(ev, sink)
+                self.rulebook.advance(now, sink)
+                if events:
+                    self.cursor = max(self.cursor, events[-1].record_id)
+                self._save(conn)
+        except Exception:
+            # The transaction rolled back (e.g. the database went away): the memory must not keep
+            # case ids that were never written. Start again from what the store holds.
+            self.rulebook = Rulebook(list(self.rulebook.rules.values()), self.calendar)
+            self._restore()
+            raise
 
     def _next_events(self, limit: int) -> list[Event]:
         r = schema.records.c

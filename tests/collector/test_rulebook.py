@@ -209,3 +209,22 @@ def test_filters_hold_as_the_rules_readme_says(where: dict, data: dict, expected
     from collector.rulefiles import Match
 
     assert matches(Match.model_validate({"event": "host.remote_listener", "where": where}), data) is expected
+
+
+def test_a_failed_step_leaves_no_half_memory(tmp_path: Path, store: Store) -> None:
+    """A step whose transaction fails is redone whole: no case id from the rolled-back write survives."""
+    store.add_venue("V1")
+    runner = RulebookRunner(store, SHIPPED_RULES, MemoryCalendar())
+    _index(store, 1, "recorder.down", T0, {"recorder": "r1"})
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("database went away")
+
+    runner._save = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        runner.step(now=T0)
+    assert runner.cursor == 0 and runner.rulebook.conditions == {}
+    del runner._save
+    assert runner.step(now=T0) == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.cases)).scalar() == 1
