@@ -36,6 +36,10 @@ _AGENT = _kinds("agent", {
     "watcher.recovered": ("watcher",),
     "config.applied": None,
     "config.rejected": None,
+    # The readiness check (protocol/readiness.py): the report travels on the rpt stream.
+    "readiness.report": ("agent_id", "round_id", "exam_day", "started_at", "finished_at", "items", "baseline",
+                         "config_version", "collector_connected", "result"),
+    "readiness.refused": ("reason", "detail", "round_id"),
 })
 
 _COLLECTOR = _kinds("collector", {

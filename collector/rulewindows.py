@@ -1,4 +1,5 @@
-"""When rules bite: exam windows from the schedule, approved maintenance windows, sealed periods.
+"""When rules bite: exam windows from the schedule, approved maintenance windows, sealed periods
+(from a passing readiness check to the end of the exam day's last session).
 
 The rulebook asks one question of time: in ``[a, b]``, which stretches fall in a rule's periods
 (an exam window with its lead and lag, or the sealed venue) and which are excused by a venue's
@@ -68,12 +69,15 @@ class Calendar(Protocol):
 class MemoryCalendar:
     """A calendar over given sessions and excuses (the store calendar fills one; scenarios too)."""
 
-    def __init__(self, sessions: list[ExamSession] | None = None, excuses: list[Excuse] | None = None) -> None:
+    def __init__(self, sessions: list[ExamSession] | None = None, excuses: list[Excuse] | None = None,
+                 seals: dict[str, list[tuple[float, float]]] | None = None) -> None:
         self.sessions: dict[str, list[ExamSession]] = {}
         self.excuses: dict[str, list[Excuse]] = {}
-        self.replace(sessions or [], excuses or [])
+        self.seals: dict[str, list[tuple[float, float]]] = {}
+        self.replace(sessions or [], excuses or [], seals or {})
 
-    def replace(self, sessions: list[ExamSession], excuses: list[Excuse]) -> None:
+    def replace(self, sessions: list[ExamSession], excuses: list[Excuse],
+                seals: dict[str, list[tuple[float, float]]] | None = None) -> None:
         by_venue: dict[str, list[ExamSession]] = {}
         for s in sorted(sessions, key=lambda s: s.start):
             by_venue.setdefault(s.venue_id, []).append(s)
@@ -81,10 +85,11 @@ class MemoryCalendar:
         for e in excuses:
             excused.setdefault(e.venue_id, []).append(e)
         self.sessions, self.excuses = by_venue, excused
+        self.seals = seals or {}
 
     def windows(self, venue_id: str, room: str | None, period: Period, a: float, b: float) -> list[Window]:
-        if period.period != "exam":
-            return []  # the sealed period comes with the readiness check (issue 7): no seals yet
+        if period.period == "sealed":
+            return [Window(s, e) for s, e in self.seals.get(venue_id, ()) if s <= b and e >= a]
         lead, lag = period.lead_minutes * 60.0, period.lag_minutes * 60.0
         return [Window(s.start - lead, s.end + lag, s.session_id, s.room)
                 for s in self.sessions.get(venue_id, ())
@@ -116,4 +121,8 @@ class StoreCalendar(MemoryCalendar):
                 sa.select(s.c.venue_id, s.c.room, s.c.start, s.c.end, s.c.session_id).where(s.c.retired_in.is_(None)))]
             excuses = [Excuse(r.venue_id, r.start, r.end, frozenset(int(x) for x in r.rules), r.reason) for r in conn.execute(
                 sa.select(m.c.venue_id, m.c.start, m.c.end, m.c.rules, m.c.reason).where(m.c.status == "approved"))]
-        self.replace(sessions, excuses)
+            z = schema.seals
+            seals: dict[str, list[tuple[float, float]]] = {}
+            for r in conn.execute(sa.select(z.c.venue_id, z.c.sealed_at, z.c.until)):
+                seals.setdefault(r.venue_id, []).append((r.sealed_at, r.until))
+        self.replace(sessions, excuses, seals)

@@ -221,3 +221,22 @@ rule_state = sa.Table(
     sa.Column("key", sa.String(400), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
 )
+
+# -- readiness and seal (issue 7) --------------------------------------------------------------
+
+# A venue sealed after a passing readiness check (考场准备完成后封闭待用): from ``sealed_at`` until
+# the end of the exam day's last session, changes are after-seal evidence (rule 710). A re-check
+# re-seals: the newer row keeps the new baseline and ``changes`` against the one it replaces.
+seals = sa.Table(
+    "seals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("venue_id", sa.String(64), sa.ForeignKey("venues.id"), nullable=False),
+    sa.Column("exam_day", sa.String(10), nullable=False),  # YYYY-MM-DD
+    sa.Column("sealed_at", sa.Float, nullable=False),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Column("report_id", sa.Integer, nullable=False),  # the passing venue report
+    sa.Column("baseline", sa.JSON, nullable=False),
+    sa.Column("changes", sa.JSON, nullable=False),  # what differs from the seal it replaces ([] for the first)
+    sa.Column("replaced_by", sa.Integer),
+    sa.Index("ix_seals_venue_until", "venue_id", "until"),
+)

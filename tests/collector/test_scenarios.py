@@ -45,6 +45,10 @@ def _plan(store: Store, doc: dict[str, Any], day: str) -> None:
             conn.execute(schema.exam_sessions.insert().values(
                 version_id=version, session_id=s["session_id"], venue_id=VENUE, room=s["room"],
                 subject=s.get("subject", ""), start=when(s["start"], day), end=when(s["end"], day)))
+        for n, z in enumerate(doc.get("seals", []), start=1):
+            conn.execute(schema.seals.insert().values(
+                venue_id=VENUE, exam_day=day, sealed_at=when(z["sealed_at"], day), until=when(z["until"], day),
+                report_id=n, baseline={}, changes=[]))
         for m in doc.get("maintenance", []):
             conn.execute(schema.maintenance_windows.insert().values(
                 venue_id=VENUE, start=when(m["start"], day), end=when(m["end"], day), rules=m.get("rules", []),
