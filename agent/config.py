@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
@@ -123,6 +124,18 @@ class WatchersSection(_Section):
     logs: LogsWatcherSection = LogsWatcherSection()
 
 
+class ReadinessSection(_Section):
+    """[readiness]: the day-before readiness check (``venueguard-agent check`` and collector commands)."""
+
+    timezone: str = Field("Asia/Shanghai", description="Venue time zone: which sessions make the exam day; zone-less recorder clocks.")
+    bitrate_mbps: float = Field(4.0, gt=0, description="Recording bitrate per exam-room camera when the recorder does not report one (Mbit/s).")
+    lan_wait: float = Field(3.0, ge=0, le=60, description="Seconds to wait for late ARP answers after the check's sweep.")
+    host_min_free_gb: float = Field(1.0, ge=0, description="Free space (GB) the agent's data folder must have.")
+    host_min_free_percent: float = Field(5.0, ge=0, le=100, description="Free space (% of the disk) the agent's data folder must have.")
+    outbox_max_age: float = Field(60.0, gt=0, description="Seconds a record may wait in the outbox before the check calls it undelivered.")
+    clock_max_age: float = Field(900.0, gt=0, description="Seconds the last collector ack's clock comparison stays good for a local check.")
+
+
 class AgentConfig(_Section):
     """The whole agent configuration."""
 
@@ -130,6 +143,7 @@ class AgentConfig(_Section):
     uplink: UplinkSection = UplinkSection()
     outbox: OutboxSection = OutboxSection()
     watchers: WatchersSection = WatchersSection()
+    readiness: ReadinessSection = ReadinessSection()
 
 
 def load(path: Path) -> AgentConfig:
@@ -137,6 +151,10 @@ def load(path: Path) -> AgentConfig:
     cfg = load_toml(path, AgentConfig)
     if cfg.uplink.reconnect_max < cfg.uplink.reconnect_min:
         raise ConfigError(f"{path}: option uplink.reconnect_max must be >= uplink.reconnect_min")
+    try:
+        zoneinfo.ZoneInfo(cfg.readiness.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{path}: option readiness.timezone: unknown time zone {cfg.readiness.timezone!r}") from exc
     return _resolve(cfg, path.parent)
 
 

@@ -256,6 +256,12 @@ class Outbox:
         with self._lock:
             return self._meta_int("dropped_total")
 
+    def oldest_at(self) -> float | None:
+        """``at`` of the oldest record waiting for an ack (None when drained): how long delivery lags."""
+        with self._lock:
+            row = self._db.execute("SELECT body FROM records ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else float(json.loads(row[0])["at"])
+
     # -- small persistent key/value store (watcher state survives restarts) --------------------
 
     def load_state(self, key: str) -> Any:
@@ -301,3 +307,47 @@ def _encode(item: Pending, seq: int) -> str:
 def _dump(rec: dict[str, Any]) -> str:
     """Store records in canonical form so a resend is byte-identical to the first send."""
     return canonical_json(rec).decode()
+
+
+class OutboxReader:
+    """A read-only view of an agent's outbox, for ``venueguard-agent check`` beside a running service.
+
+    The check must neither consume nor block the service's rows: it opens the database read-only
+    (``mode=ro``), never starts a write transaction, and answers the few questions the readiness
+    check asks. A missing file (the agent never ran) reads as empty.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        if path.exists():
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+
+    def close(self) -> None:
+        """Close the database."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _one(self, sql: str, *args: Any) -> Any:
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute(sql, args).fetchone()
+        except sqlite3.OperationalError:
+            return None  # created by the service but not yet its tables
+        return None if row is None else row[0]
+
+    def load_state(self, key: str) -> Any:
+        """A JSON value the service saved with ``Outbox.save_state``, or None."""
+        text = self._one("SELECT value FROM meta WHERE key=?", f"state:{key}")
+        return None if text is None else json.loads(text)
+
+    def depth(self) -> int:
+        """Rows waiting for an ack."""
+        return int(self._one("SELECT COUNT(*) FROM records") or 0)
+
+    def oldest_at(self) -> float | None:
+        """``at`` of the oldest record waiting for an ack (None when drained)."""
+        body = self._one("SELECT body FROM records ORDER BY seq LIMIT 1")
+        return None if body is None else float(json.loads(body)["at"])

@@ -6,7 +6,6 @@ outbox commits them, the uplink sends them. Nothing flows back except acks into 
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -16,17 +15,12 @@ from typing import Callable
 from agent import __version__
 from agent.config import AgentConfig
 from agent.outbox import Outbox, Pending
+from agent.readiness_service import ReadinessService
 from agent.remote_config import RemoteConfig
 from agent.state import State
 from agent.uplink import Uplink, new_boot
 from agent.watchers import Watcher
-from agent.watchers.cameras import from_section as cameras_watcher
-from agent.watchers.host import HostWatcher, ScriptedInterfaces, read_psutil
-from agent.watchers.isolation import IsolationWatcher
-from agent.watchers.lan import LanWatcher
-from agent.watchers.logmanifest import LogSource
-from agent.watchers.logs import LogsWatcher
-from agent.watchers.recorders import RecordersWatcher
+from agent.watchers.factory import make_watchers
 from protocol.inventory import Inventory
 from protocol.keys import Bundle
 from protocol.schedule import Session
@@ -41,52 +35,13 @@ def build_watchers(cfg: AgentConfig, inventory: Callable[[], Inventory | None], 
     ``inventory`` and ``sessions`` give the collector-signed inventory and exam sessions in force;
     ``outbox`` is for the logs watcher, which commits shipped lines together with their offsets.
     """
-    watchers: list[Watcher] = []
-    host = cfg.watchers.host
-    if host.enabled:
-        read = ScriptedInterfaces(host.scenario) if host.scenario else read_psutil
-        watchers.append(HostWatcher(interval=host.interval, include=host.include, exclude=host.exclude, read=read,
-                                    exam_subnets=host.exam_subnets, forbidden_ports=host.forbidden_ports,
-                                    forbid_ssh=host.forbid_ssh, tools_file=host.tools_file, inventory=inventory))
-    lan = cfg.watchers.lan
-    if lan.enabled:
-        watchers.append(LanWatcher(interfaces=lan.interfaces, subnets=lan.subnets, inventory=inventory,
-                                   interval=lan.interval, sweep_interval=lan.sweep_interval, sweep_rate=lan.sweep_rate,
-                                   missing_after=lan.missing_after, flip_window=lan.flip_window))
-    rec = cfg.watchers.recorders
-    recorders = RecordersWatcher(inventory=inventory, **rec.model_dump(exclude={"enabled"})) if rec.enabled else None
-    if recorders is not None:
-        watchers.append(recorders)
-    cams = cfg.watchers.cameras
-    if cams.enabled:
-        # A camera the recorder still sees while the agent does not is a path problem, not "off".
-        sees = recorders.sees if recorders is not None else (lambda _mac: None)
-        watchers.append(cameras_watcher(cams, inventory, sessions, sees))
-    iso = cfg.watchers.isolation
-    if iso.enabled:
-        watchers.append(IsolationWatcher(targets=iso.targets, interval=iso.interval, timeout=iso.timeout))
-    if cfg.watchers.logs.enabled:
-        watchers.append(_logs_watcher(cfg, outbox))
+    watchers = make_watchers(cfg, inventory, outbox, sessions)
     for w in watchers:
         restore = getattr(w, "restore", None)
         if restore is not None and outbox is not None:
             restore(outbox.load_state(w.name))  # statuses of the last run: no repeat events after a restart
         w.init()
     return watchers
-
-
-def _logs_watcher(cfg: AgentConfig, outbox: Outbox | None) -> LogsWatcher:
-    """The logs watcher from its section; the install date counts from local midnight."""
-    c = cfg.watchers.logs
-    install = None
-    if c.install_date is not None:
-        install = datetime.datetime.combine(c.install_date, datetime.time()).timestamp()
-    sources = [LogSource(s.name, s.type, tuple(s.paths), tuple(s.exclude)) for s in c.sources]
-    return LogsWatcher(sources=sources, outbox=outbox, interval=c.interval, rescan_interval=c.rescan_interval,
-                       max_line_bytes=c.max_line_bytes, read_bytes=c.read_bytes, start_at=c.start_at,
-                       rotation_patterns=list(c.rotation_patterns), close_inactive=c.close_inactive,
-                       retention_years=c.retention_years, retention_grace_days=c.retention_grace_days,
-                       install_date=install)
 
 
 @dataclass
@@ -107,9 +62,10 @@ class Runtime:
                              min_free_bytes=cfg.outbox.min_free_mb << 20)
         self.state = State(self.outbox, cfg.agent.snapshot_interval)
         self.remote = RemoteConfig(self.outbox, bundle.agent_id, bundle.collector_public_key)
+        self.readiness = ReadinessService(cfg, bundle, self.remote, self.outbox, self._commit)
         self.uplink = Uplink(bundle, cfg.uplink, self.outbox, cfg.agent.heartbeat_interval, self.boot,
                              on_config=lambda payload: self._commit(self.remote.receive(payload)),
-                             config_version=lambda: self.remote.version)
+                             config_version=lambda: self.remote.version, on_command=self.readiness.receive)
         if watchers is None:
             watchers = build_watchers(cfg, self.remote.inventory, self.outbox, self.remote.sessions)
         self._slots = [_Slot(w) for w in watchers]
@@ -139,6 +95,7 @@ class Runtime:
             stop = getattr(slot.watcher, "stop", None)
             if stop is not None:
                 stop()  # watchers with threads of their own (sniffers, sweeps)
+        self.readiness.wait(timeout=30.0)  # a check in progress commits its report before the outbox closes
         self.uplink.stop(flush_seconds=2.0)
         self.outbox.close()
 

@@ -66,13 +66,15 @@ class Uplink:
 
     def __init__(self, bundle: Bundle, cfg: UplinkSection, outbox: Outbox, heartbeat_interval: float, boot: str,
                  on_config: Callable[[bytes], None] = lambda _payload: None,
-                 config_version: Callable[[], int] = lambda: 0) -> None:
+                 config_version: Callable[[], int] = lambda: 0,
+                 on_command: Callable[[bytes], None] = lambda _payload: None) -> None:
         self.bundle = bundle
         self.cfg = cfg
         self.outbox = outbox
         self.heartbeat_interval = heartbeat_interval
         self.boot = boot
         self.on_config = on_config
+        self.on_command = on_command  # must not block: the readiness check runs on its own thread
         self.config_version = config_version
         self.status = UplinkStatus(acked_seq=outbox.acked_seq())
         self.wake = threading.Event()  # set when records were committed: look at the outbox now
@@ -90,6 +92,7 @@ class Uplink:
         self._resent_at: dict[int, float] = {}
         self._inflight: dict[int, str] = {}  # mid -> topic, to name the topic of a refused publish
         self._started = time.time()
+        self._clock_saved_at = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -297,9 +300,13 @@ class Uplink:
     # -- acks and commands ---------------------------------------------------------------------
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        """Collector → agent traffic: configs go to their keeper (which checks them), acks here."""
+        """Collector → agent traffic: configs and commands go to their keepers (which check them),
+        acks are applied here."""
         if msg.topic == topics.topic(self.bundle.agent_id, "cfg"):
             self.on_config(msg.payload)
+            return
+        if msg.topic == topics.topic(self.bundle.agent_id, "cmd"):
+            self.on_command(msg.payload)
             return
         try:
             env = decode(msg.payload)
@@ -312,8 +319,18 @@ class Uplink:
             log.error("message on %s is not signed by our collector for us: ignored", msg.topic)
             return
         if env.stream == "ack":
+            self._note_clock(env.sent_at)
             for rec in env.records:
                 self._apply_ack(rec["data"])
+
+    def _note_clock(self, sent_at: float) -> None:
+        """Keep the collector − host clock offset seen at an ack (at most once a minute), so a local
+        readiness check (``venueguard-agent check``) can judge the host clock without the collector."""
+        now = time.time()
+        if now - self._clock_saved_at < 60.0:
+            return
+        self._clock_saved_at = now
+        self.outbox.save_state("collector_clock", {"offset": round(sent_at - now, 3), "at": round(now, 3)})
 
     def _apply_ack(self, data: dict[str, Any]) -> None:
         """Delete what the collector holds; schedule the ranges it says are missing."""

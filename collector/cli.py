@@ -11,6 +11,7 @@ from pathlib import Path
 
 from collector import casecli, config, vaultcli
 from collector import schedulecli
+from collector import readinesscli
 from collector.strings import t
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     vaultcli.add_parsers(sub)
     casecli.add_parsers(sub)
     schedulecli.add_parsers(sub)
+    readinesscli.add_parsers(sub)
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
     demo.add_argument("--dir", type=Path, default=Path("venueguard-demo"), help="demo data dir (reused)")
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return casecli.handler(args.command)(cfg, args)
     if args.command == "schedule":
         return schedulecli.handler(args)(cfg, args)
+    if args.command == "readiness":
+        return readinesscli.handler(cfg, args)
     handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "migrate": _migrate,
                "demo": _demo}[args.command]
     return handler(cfg, args)

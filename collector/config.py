@@ -73,6 +73,17 @@ class ScheduleSection(_Section):
     timezone: str = Field("Asia/Shanghai", description="Time zone of the times written in imported plans.")
 
 
+class ReadinessSection(_Section):
+    """[readiness]: the day-before readiness check (粤应急规〔2023〕3号 二(四)) and the seal after it."""
+
+    time: str = Field("14:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time ([schedule] timezone) "
+                      "on the day before an exam day when every venue with exams that day is asked to run the check.")
+    deadline_minutes: float = Field(30.0, gt=0, le=24 * 60, description="Agents must report within this many minutes "
+                                    "of the command; a silent agent then counts as 无报告 (no report).")
+    scheduled: bool = Field(True, description="Open rounds by the exam schedule; false = on demand only "
+                            "(`venueguard-collector readiness run`).")
+
+
 class NotifySection(_Section):
     """[notify]: where new and changed cases are announced (at most once per case state change)."""
 
@@ -141,6 +152,7 @@ class CollectorConfig(_Section):
     rules: RulesSection = RulesSection()
     schedule: ScheduleSection = ScheduleSection()
     notify: NotifySection = NotifySection()
+    readiness: ReadinessSection = ReadinessSection()
 
     @property
     def database_url(self) -> str:

@@ -4,13 +4,12 @@
 The rulebook asks one question of time: in ``[a, b]``, which stretches fall in a rule's periods
 (an exam window with its lead and lag, or the sealed venue) and which are excused by a venue's
 approved special situation (特殊情况)? Answers come from memory; :class:`StoreCalendar` reloads
-them from the store every few seconds, so a schedule import or an approval by another process
-takes effect without a restart.
+them from the store whenever they changed, so a schedule import, an approval by another process or
+a new seal takes effect at the rulebook's next step, without a restart.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,28 +100,44 @@ class MemoryCalendar:
 
 
 class StoreCalendar(MemoryCalendar):
-    """The calendar of the store: sessions in force and approved maintenance, reloaded when due."""
+    """The calendar of the store: sessions in force, approved maintenance and seals.
 
-    def __init__(self, store: Store, refresh_seconds: float = 5.0) -> None:
+    Each :meth:`refresh` asks the store one cheap question — have the schedule, the maintenance
+    windows or the seals changed? — and reloads only then. Point rules judge an event by the
+    calendar when it is evaluated, so a seal made a moment before a device appears must already
+    be known: polling every few seconds would let such an event through.
+    """
+
+    def __init__(self, store: Store) -> None:
         super().__init__()
         self.store = store
-        self.refresh_seconds = refresh_seconds
-        self._loaded = float("-inf")
+        self._signature: tuple[object, ...] | None = None
 
     def refresh(self, force: bool = False) -> None:
-        """Reload at most every ``refresh_seconds`` (a few indexed queries)."""
-        mono = time.monotonic()
-        if not force and mono - self._loaded < self.refresh_seconds:
-            return
-        self._loaded = mono
-        s, m = schema.exam_sessions, schema.maintenance_windows
+        """Reload when the tables the calendar reads have changed (or when forced)."""
+        s, m, z = schema.exam_sessions, schema.maintenance_windows, schema.seals
+        probe = sa.select(
+            sa.select(sa.func.max(s.c.id)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(s).where(s.c.retired_in.is_(None)).scalar_subquery(),
+            sa.select(sa.func.max(m.c.id)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(m).where(m.c.status == "approved").scalar_subquery(),
+            sa.select(sa.func.max(z.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(z.c.until)).scalar_subquery())
         with self.store.engine.connect() as conn:
-            sessions = [ExamSession(r.venue_id, r.room, r.start, r.end, r.session_id) for r in conn.execute(
-                sa.select(s.c.venue_id, s.c.room, s.c.start, s.c.end, s.c.session_id).where(s.c.retired_in.is_(None)))]
-            excuses = [Excuse(r.venue_id, r.start, r.end, frozenset(int(x) for x in r.rules), r.reason) for r in conn.execute(
-                sa.select(m.c.venue_id, m.c.start, m.c.end, m.c.rules, m.c.reason).where(m.c.status == "approved"))]
-            z = schema.seals
-            seals: dict[str, list[tuple[float, float]]] = {}
-            for r in conn.execute(sa.select(z.c.venue_id, z.c.sealed_at, z.c.until)):
-                seals.setdefault(r.venue_id, []).append((r.sealed_at, r.until))
-        self.replace(sessions, excuses, seals)
+            signature = tuple(conn.execute(probe).one())
+            if signature == self._signature and not force:
+                return
+            self._signature = signature
+            self.replace(*self._load(conn))
+
+    @staticmethod
+    def _load(conn: sa.Connection) -> tuple[list[ExamSession], list[Excuse], dict[str, list[tuple[float, float]]]]:
+        s, m, z = schema.exam_sessions, schema.maintenance_windows, schema.seals
+        sessions = [ExamSession(r.venue_id, r.room, r.start, r.end, r.session_id) for r in conn.execute(
+            sa.select(s.c.venue_id, s.c.room, s.c.start, s.c.end, s.c.session_id).where(s.c.retired_in.is_(None)))]
+        excuses = [Excuse(r.venue_id, r.start, r.end, frozenset(int(x) for x in r.rules), r.reason) for r in conn.execute(
+            sa.select(m.c.venue_id, m.c.start, m.c.end, m.c.rules, m.c.reason).where(m.c.status == "approved"))]
+        seals: dict[str, list[tuple[float, float]]] = {}
+        for r in conn.execute(sa.select(z.c.venue_id, z.c.sealed_at, z.c.until)):
+            seals.setdefault(r.venue_id, []).append((r.sealed_at, r.until))
+        return sessions, excuses, seals

@@ -13,6 +13,7 @@ from collector.config import CollectorConfig
 from collector.cases import seal_actions
 from collector.ingest import Ingestor
 from collector.notify import Notifier, PahoPublisher
+from collector.readinessrunner import ReadinessRunner
 from collector.rulerunner import RulebookRunner
 from collector.service import IngestService
 from collector.store import Store
@@ -47,11 +48,14 @@ class Collector:
         self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.broker.client_id, ing.batch_max)
         self.rules = RulebookRunner(self.store, cfg.rules.folder, notify=cfg.notify, reload_seconds=cfg.rules.reload_seconds)
         self.service.add_periodic(self._rules_tick)
+        self.readiness = ReadinessRunner(self.store, self.vault, self.key, cfg.readiness, cfg.schedule.timezone,
+                                         connected=self.service.connected.is_set)
+        self.service.add_periodic(self.readiness.tick)  # rounds, commands, venue reports, seals
         publisher = PahoPublisher(self.service.client, timeout=cfg.notify.send_timeout)
         self.notifier = Notifier(self.store.engine, cfg.notify, publish=publisher)
         self._web: uvicorn.Server | None = None
         if web:
-            config = uvicorn.Config(create_app(self.store), host=cfg.web.host, port=cfg.web.port, log_level="warning")
+            config = uvicorn.Config(create_app(self.store, tz=cfg.schedule.timezone), host=cfg.web.host, port=cfg.web.port, log_level="warning")
             self._web = uvicorn.Server(config)
         self._web_thread: threading.Thread | None = None
 

@@ -57,11 +57,12 @@ class IngestService:
         props.ReceiveMaximum = 1000
         self._client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
         self._worker = threading.Thread(target=self._work, name="ingest", daemon=True)
-        self._periodic: list[Callable[[], None]] = []
+        self._periodic: list[Callable[[], list[Outgoing] | None]] = []
 
-    def add_periodic(self, fn: Callable[[], None]) -> None:
+    def add_periodic(self, fn: Callable[[], list[Outgoing] | None]) -> None:
         """Run ``fn`` in the worker thread between batches, with the ingestor's tick (the rulebook:
-        it writes cases and vaults case actions, and the vault has this one writer thread)."""
+        it writes cases and vaults case actions, and the vault has this one writer thread).
+        Messages ``fn`` returns are published (e.g. the readiness commands)."""
         self._periodic.append(fn)
 
     def start(self) -> None:
@@ -103,7 +104,7 @@ class IngestService:
                 self.ingestor.vault.tick()  # a signed checkpoint when due, even when idle (same writer thread)
                 for fn in self._periodic:
                     try:
-                        fn()
+                        self._publish(fn() or [])
                     except Exception:  # noqa: BLE001 - a rule or database fault must not stop ingest
                         log.exception("periodic task %s failed; ingest goes on", getattr(fn, "__name__", fn))
                 next_tick = time.monotonic() + 0.5

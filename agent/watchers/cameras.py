@@ -102,6 +102,7 @@ class CamerasWatcher:
     concurrency: int = 16
     ptz_tolerance: float = 10.0
     interval: float = 1.0  # how often the runtime collects the view; probing has its own clock
+    background: bool = True  # False: no scheduler thread (the readiness check calls check_now itself)
     probe: Callable[..., rtsp.ProbeResult] = rtsp.probe
     read_ptz: Callable[[DigestClient], dict[str, float] | None] = camera_ptz.read_position
     name: str = "cameras"
@@ -125,7 +126,8 @@ class CamerasWatcher:
         self._stop = threading.Event()
         self._sight = Sight(self.timeout)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="camera-probe")
-        threading.Thread(target=self._loop, name="camera-scheduler", daemon=True).start()
+        if self.background:
+            threading.Thread(target=self._loop, name="camera-scheduler", daemon=True).start()
 
     def restore(self, view: dict[str, Any] | None) -> None:
         """Take the statuses of the last run (the persisted view), so a camera still down after an
@@ -159,6 +161,29 @@ class CamerasWatcher:
             return CamerasView({m: t.to_json() for m, t in self._tracks.items()}, self._sight.blind,
                                {m: dict(t.last) for m, t in self._tracks.items()},
                                {m: t.to_json() for m, t in self._ptz.items()}, self._rooms)
+
+    def check_now(self, exam_rooms: set[str] | None) -> CamerasView:
+        """Probe every registered camera once, now, and judge each on that one probe (no debounce).
+
+        For the readiness check, which cannot wait ``down_after`` probes: cameras of ``exam_rooms``
+        (None: every room) climb to L3 (an RTP sample, plus the ONVIF clock), the others to L2, all
+        at once on the probe pool. As in normal running, failures are believed only when the agent
+        is not blind; when it is, the cameras stay ``unknown`` and the view says blind.
+        """
+        cameras = list(_cameras(self.inventory()).values())
+        levels = {d.mac: 3 if exam_rooms is None or d.room in exam_rooms else 2 for d in cameras}
+        results = list(self._pool.map(lambda d: self._probe_result(d, levels[d.mac]), cameras))
+        failed = any(r.outcome != rtsp.OK for r in results)
+        blind = self._sight.ensure(self._witnesses(), after=time.time()) if failed else None
+        with self._lock:
+            for dev, result in zip(cameras, results):
+                track = self._tracks.get(dev.mac) or self._tracks.setdefault(dev.mac, self._new_track(dev))
+                if blind is None:
+                    sees = self.recorder_sees(dev.mac) if result.outcome == rtsp.DOWN else None
+                    step(track, result, 1, 1, sees)
+                else:
+                    track.last = result.evidence()
+        return self.collect()
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -199,13 +224,19 @@ class CamerasWatcher:
         if now - self._sight.checked_at >= self.interval_exam:
             self._pool.submit(self._sight.ensure, self._witnesses(), now)
 
+    def _probe_result(self, dev: Device, level: int) -> rtsp.ProbeResult:
+        """Climb the ladder to ``level``; an L3 probe of a camera with an HTTP side also reads its clock."""
+        user, password = self._creds(dev.mac)
+        result = self.probe(dev.ip, self.rtsp_port, self._path(dev), user, password, level, self.sample_seconds,
+                            self.timeout)
+        if level == 3 and dev.http_port and dev.vendor in ("onvif", "hikvision", "dahua"):
+            result.clock_offset = camera_onvif.clock_offset(dev.ip, dev.http_port, self.timeout)
+        return result
+
     def _probe_one(self, dev: Device, slot: _Slot, level: int, exam: bool = False) -> None:
         try:
+            result = self._probe_result(dev, level)
             user, password = self._creds(dev.mac)
-            result = self.probe(dev.ip, self.rtsp_port, self._path(dev), user, password, level, self.sample_seconds,
-                                self.timeout)
-            if level == 3 and dev.http_port and dev.vendor in ("onvif", "hikvision", "dahua"):
-                result.clock_offset = camera_onvif.clock_offset(dev.ip, dev.http_port, self.timeout)
             position = self._position(dev, user, password) if exam else None
             self._judge(dev, result, position, slot)
         except Exception:  # noqa: BLE001 - one camera's surprise must not stop the others
@@ -271,10 +302,12 @@ class CamerasWatcher:
 
 def from_section(c: CamerasWatcherSection, inventory: Callable[[], Inventory | None],
                  sessions: Callable[[], tuple[Session, ...]],
-                 recorder_sees: Callable[[str], bool | None] = lambda mac: None) -> CamerasWatcher:
+                 recorder_sees: Callable[[str], bool | None] = lambda mac: None,
+                 background: bool = True) -> CamerasWatcher:
     """The watcher from its config section (for ``agent.runtime.build_watchers``)."""
     options = c.model_dump(exclude={"enabled"})
-    return CamerasWatcher(inventory=inventory, sessions=sessions, recorder_sees=recorder_sees, **options)
+    return CamerasWatcher(inventory=inventory, sessions=sessions, recorder_sees=recorder_sees, background=background,
+                          **options)
 
 
 def _cameras(inv: Inventory | None) -> dict[str, Device]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import urllib.parse
 
 from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
@@ -144,7 +145,9 @@ def probe(client: DigestClient, windows: tuple[float, ...]) -> Probe:
         version = b""
     result = Probe(parse_system_info(info, version))
     try:
+        asked = time.time()
         result.clock = parse_kv(client.get("/cgi-bin/global.cgi?action=getCurrentTime")).get("result", "")
+        result.clock_at = (asked + time.time()) / 2
     except AuthFailed:
         raise
     except ProbeError as exc:

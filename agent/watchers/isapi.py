@@ -93,6 +93,40 @@ def parse_channels(body: bytes) -> dict[int, Channel]:
     return channels
 
 
+#: The recorder's view of its channels' streams (NVR: ``StreamingProxy``), with their bitrates.
+STREAMING_PROXY = "/ISAPI/ContentMgmt/StreamingProxy/channels"
+
+
+def parse_bitrates(body: bytes) -> dict[int, float]:
+    """``StreamingChannelList`` → per recorder channel, its main stream's bitrate in kbit/s.
+
+    Stream ids are ``channel*100 + stream`` (101 = channel 1, main stream: what is recorded). VBR
+    streams count at their ceiling ``vbrUpperCap``, CBR at ``constantBitRate``: the readiness check
+    asks whether the disk holds the day's recording at most, not on average.
+    """
+    out: dict[int, float] = {}
+    for sc in _all(_xml(body), "StreamingChannel"):
+        ident = _text(sc, "id")
+        if not ident.isdigit() or int(ident) % 100 != 1:
+            continue
+        vbr = _text(sc, "videoQualityControlType").lower() == "vbr"
+        names = ("vbrUpperCap", "constantBitRate") if vbr else ("constantBitRate", "vbrUpperCap")
+        rate = next((r for r in (_number(_text(sc, n)) for n in names) if r), None)
+        if rate:
+            out[int(ident) // 100] = rate
+    return out
+
+
+def read_bitrates(client: DigestClient) -> dict[int, float] | None:
+    """The channels' recording bitrates (kbit/s); None when the recorder does not say (404, no XML)."""
+    try:
+        return parse_bitrates(client.get(STREAMING_PROXY)) or None
+    except AuthFailed:
+        raise
+    except ProbeError:
+        return None
+
+
 def parse_search(body: bytes) -> tuple[str, int, list[str]]:
     """``CMSearchResult`` → (``responseStatusStrg``, numOfMatches, every match's ``endTime``)."""
     root = _xml(body)
@@ -143,9 +177,11 @@ def probe(client: DigestClient, windows: tuple[float, ...]) -> Probe:
              ("channels", "/ISAPI/ContentMgmt/InputProxy/channels/status"))
     for part, path in parts:
         try:
+            asked = time.time()
             body = client.get(path)
             if part == "status":
                 result.uptime, result.clock = parse_status(body)
+                result.clock_at = (asked + time.time()) / 2
                 clock = parse_time(result.clock) or clock
                 result.boot = boot_time(parse_time(result.clock), result.uptime, time.time())
             elif part == "disks":

@@ -110,6 +110,7 @@ class LanWatcher:
         if self.sweep_rate <= 0 or self.sweep_interval <= 0 or self.missing_after < 1:
             raise ValueError("option watchers.lan: sweep_rate, sweep_interval must be > 0 and missing_after >= 1")
         self._stop = threading.Event()
+        self._sweep_error = ""
         self._own_macs = _own_macs(self.interfaces)
         self._started = time.time()
         self._start_sniffer()
@@ -132,6 +133,23 @@ class LanWatcher:
             # neither closes them nor reports them again when their devices next speak.
             view.episodes = {**self._restored, **view.episodes}
         return view
+
+    def check_now(self, wait: float) -> LanView:
+        """After the first sweep of this watcher, and ``wait`` more seconds for late answers, the
+        judged view (for the readiness check on a watcher it has just started).
+
+        ``init`` starts that sweep at once, at the normal ``sweep_rate``, so a readiness check
+        floods the LAN no more than the running service does. ``missing`` needs several sweeps and
+        is not in this view; the check judges presence from ``devices`` itself.
+        """
+        addresses = sum(n.num_addresses for n in self._nets) * len(self.interfaces)
+        deadline = time.monotonic() + addresses / self.sweep_rate + 10.0
+        while self.sweep_count < 1 and not self._sweep_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.sweep_count < 1:
+            raise RuntimeError(f"ARP sweep did not complete: {self._sweep_error or 'timed out'}")
+        self._stop.wait(wait)
+        return self.collect()
 
     def restore(self, view: dict[str, Any] | None) -> None:
         """The persisted view of the last run (called before :meth:`init`)."""
@@ -175,8 +193,9 @@ class LanWatcher:
                 self.sweeps.append(started)
                 del self.sweeps[:-max(self.missing_after, 2)]
                 self.sweep_count += 1
-            except Exception:  # noqa: BLE001 - a failed sweep is logged; the next one retries
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is logged; the next one retries
                 log.exception("ARP sweep failed")
+                self._sweep_error = f"{type(exc).__name__}: {exc}"
             self._stop.wait(max(0.0, self.sweep_interval - (time.time() - started)))
 
     def _sweep(self) -> None:

@@ -36,6 +36,12 @@ log = logging.getLogger("venueguard.agent.logs")
 STATE_KEY = "logs:manifest"
 YEAR = 365.25 * 86400
 TYPES = ("system", "application", "database")
+#: Events that break the rule (rotation does not). The manifest remembers recent ones, because once
+#: reported they are no longer a difference between the manifest and the disk, and the readiness
+#: check must still see them.
+INCIDENT_KINDS = ("log.deleted", "log.truncated", "log.moved", "log.replaced")
+INCIDENTS_KEPT = 100
+INCIDENT_DAYS = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,16 @@ class LogsView:
         new = self.retention_short
         return ([("log.retention_short", new[k]) for k in sorted(new.keys() - old.keys())]
                 + [("log.retention_ok", old[k]) for k in sorted(old.keys() - new.keys())])
+
+
+@dataclass(frozen=True)
+class LogsCheck:
+    """The readiness check's look at the logs (see :meth:`LogsWatcher.check_now`)."""
+
+    events: list[tuple[str, dict[str, Any]]]  # violations found on disk, not yet reported
+    view: LogsView  # retention per source
+    incidents: list[dict[str, Any]]  # violations already reported: {kind, at, source, path, while_down}
+    has_manifest: bool  # False: the agent never ran the watcher, so nothing earlier can be compared
 
 
 @dataclass
@@ -85,6 +101,8 @@ class LogsWatcher:
         doc = self.outbox.load_state(STATE_KEY) or {}
         self._entries = {e["key"]: lm.Entry.from_json(e) for e in doc.get("entries", [])}
         self._oldest_seen: dict[str, float] = doc.get("oldest_seen", {})
+        self._incidents: list[dict[str, Any]] = list(doc.get("incidents", []))
+        self._has_manifest = bool(doc)
         self._started = time.time()
         alive = max([t for t in (doc.get("at"), self.outbox.load_state("alive")) if t is not None], default=None)
         self._while_down = {"since": alive, "until": self._started} if doc else None
@@ -141,7 +159,8 @@ class LogsWatcher:
         if self._dirty.is_set() or now - self._scanned_at >= self.rescan_interval:
             work, events, drained = self._rescan(work, now)
         records = drained + self._ship(work, now)
-        doc = self._manifest(work, now)
+        incidents = self._incidents_with(events, now)
+        doc = self._manifest(work, now, incidents)
         changed = events or records or [e.to_json() for e in work.values()] != [
             e.to_json() for e in self._entries.values()]
         if changed or now - self._saved_at >= 5.0:
@@ -150,9 +169,31 @@ class LogsWatcher:
                 log.warning("outbox full: log offsets kept back, the lines will be read again")
                 return self._view(self._entries, now)
             self._saved_at = now
+            self._incidents = incidents
         self._entries = work
         self._close_unfollowed()
         return self._view(work, now)
+
+    def check_now(self) -> LogsCheck:
+        """Diff the persisted manifest against the disk without committing or shipping anything.
+
+        For the readiness check: the running service owns the manifest and the offsets, so this
+        only looks. Violations the service already reported are in the manifest's ``incidents``.
+        """
+        now = time.time()
+        work = {k: replace(e, extra=dict(e.extra)) for k, e in self._entries.items()}
+        found, others = lm.scan(self.sources, self._rotation)
+        result = Reconciler(work, Scan(found, others), self._rotation, self._new_key, now,
+                            start_at_end=self.start_at == "end").run()
+        events = [(kind, data) for kind, data in result.events if kind in INCIDENT_KINDS]
+        return LogsCheck(events, self._view(result.entries, now), list(self._incidents), self._has_manifest)
+
+    def _incidents_with(self, events: list[Pending], now: float) -> list[dict[str, Any]]:
+        """The remembered violations of the last ``INCIDENT_DAYS``, plus those among ``events``."""
+        kept = [i for i in self._incidents if now - i["at"] <= INCIDENT_DAYS * 86400]
+        kept += [{"kind": p.kind, "at": p.at, "source": p.data.get("source"), "path": p.data.get("path"),
+                  "while_down": bool(p.data.get("while_down"))} for p in events if p.kind in INCIDENT_KINDS]
+        return kept[-INCIDENTS_KEPT:]
 
     def _rescan(self, work: dict[str, lm.Entry], now: float) -> tuple[dict[str, lm.Entry], list[Pending], list[Pending]]:
         """Diff the manifest against the disk; drain the files that left from their held handles."""
@@ -260,10 +301,11 @@ class LogsWatcher:
 
     # -- persisted manifest and retention ------------------------------------------------------
 
-    def _manifest(self, work: dict[str, lm.Entry], now: float) -> dict[str, Any]:
+    def _manifest(self, work: dict[str, lm.Entry], now: float, incidents: list[dict[str, Any]]) -> dict[str, Any]:
         for e in work.values():
             self._oldest_seen[e.source] = min(self._oldest_seen.get(e.source, e.born), e.born)
-        return {"v": 1, "at": now, "entries": [e.to_json() for e in work.values()], "oldest_seen": self._oldest_seen}
+        return {"v": 1, "at": now, "entries": [e.to_json() for e in work.values()], "oldest_seen": self._oldest_seen,
+                "incidents": incidents}
 
     def _view(self, entries: dict[str, lm.Entry], now: float) -> LogsView:
         """Per source, the oldest retained content against what the rule and the install date ask."""

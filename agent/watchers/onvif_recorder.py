@@ -256,14 +256,15 @@ def probe(client: OnvifClient, windows: tuple[float, ...]) -> Probe:
     """One poll (``windows`` unused: LatestRecording is absolute, no time-window search is needed)."""
     asked = time.time()
     clock = parse_system_date(client.call(DEVICE, "tds", "GetSystemDateAndTime", auth=False))
+    middle = (asked + time.time()) / 2
     if clock is not None:
-        client.offset = clock.timestamp() - (asked + time.time()) / 2
+        client.offset = clock.timestamp() - middle
     result = Probe(parse_device_information(client.call(DEVICE, "tds", "GetDeviceInformation")))
     if clock is None:
         result.errors["clock"] = "GetSystemDateAndTime: no UTCDateTime"
         clock = dt.datetime.now(dt.timezone.utc)
     else:
-        result.clock = clock.isoformat()
+        result.clock, result.clock_at = clock.isoformat(), middle
     try:
         summary = parse_summary(client.call(SEARCH, "tse", "GetRecordingSummary"))
         result.device["recordings"] = summary["NumberRecordings"]

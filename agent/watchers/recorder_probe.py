@@ -29,6 +29,7 @@ class Probe:
     device: dict[str, str]  # model, serial, firmware, device_name, device_type: as stated
     uptime: int | None = None  # seconds, when the vendor reports it
     clock: str = ""  # the device clock as reported
+    clock_at: float | None = None  # the agent's clock (epoch) when ``clock`` was read (mid-request)
     boot: float | None = None  # estimated boot time (epoch seconds), from clock − uptime
     disks: dict[str, Disk] | None = None
     channels: dict[int, Channel] | None = None
@@ -40,6 +41,7 @@ class Probe:
         if previous is None:
             return self
         return Probe(self.device, self.uptime if self.uptime is not None else previous.uptime, self.clock or previous.clock,
+                     self.clock_at if self.clock else previous.clock_at,
                      self.boot if self.boot is not None else previous.boot,
                      self.disks if self.disks is not None else previous.disks,
                      self.channels if self.channels is not None else previous.channels,
@@ -57,6 +59,21 @@ def parse_time(text: str) -> dt.datetime | None:
         return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
+
+
+def clock_offset(probe: Probe, local_zone: dt.tzinfo) -> float | None:
+    """Device clock − agent clock in seconds, None when unknown.
+
+    For the readiness check (a recorder whose clock is off stamps wrong times on exam footage). A
+    clock without a zone (Dahua) is the venue's local wall time, read in ``local_zone``. The
+    device writes whole seconds, so the result may be up to 1 s low.
+    """
+    moment = parse_time(probe.clock) if probe.clock else None
+    if moment is None or probe.clock_at is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=local_zone)
+    return round(moment.timestamp() - probe.clock_at, 1)
 
 
 def lag_seconds(clock: dt.datetime, end: dt.datetime) -> float:

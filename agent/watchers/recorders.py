@@ -15,6 +15,7 @@ so a camera the agent cannot reach but the recorder still records is a path prob
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.watchers import dahua, isapi, onvif_recorder
 from agent.watchers.digest import AuthFailed, DigestClient, ProbeError
 from agent.watchers.credentials import lookup, read_credentials
-from agent.watchers.recorder_probe import Probe
+from agent.watchers.recorder_probe import Probe, clock_offset
 from agent.watchers.recorder_view import RecorderView, Tracked, judge, sees
 from protocol.inventory import Device, Inventory
 
@@ -58,6 +59,18 @@ class RecordersWatcherSection(BaseModel):
     min_free_gb: float = Field(0.0, ge=0, description="Free GB on healthy disks below which recorder.disk_low (0 = off: overwrite mode keeps disks full).")
     search_window: float = Field(86400.0, gt=0, description="Seconds searched back for the newest segment when none is recent (evidence of how old).")
     auth_retry: float = Field(600.0, gt=0, description="Seconds between login attempts once credentials were rejected (devices lock accounts).")
+
+
+@dataclass(frozen=True)
+class RecorderCheck:
+    """One readiness poll of every recorder: the judged view, and per recorder MAC its clock
+    offset (device − agent, seconds), main-stream bitrates per channel (kbit/s) and disks with
+    their free space (``free_mb``, which the view leaves out); None = unknown."""
+
+    view: RecorderView
+    clock_offsets: dict[str, float | None]
+    bitrates: dict[str, dict[int, float] | None]
+    disks: dict[str, dict[str, Any] | None]
 
 
 @dataclass
@@ -139,15 +152,42 @@ class RecordersWatcher:
             self.news.set()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
-    def poll(self) -> None:
-        """Poll every registered recorder once, in parallel."""
+    def poll(self, down_after: int | None = None) -> None:
+        """Poll every registered recorder once, in parallel (``down_after`` overrides the option)."""
         devices = self._recorders(self.inventory())
         if not devices:
             return
         with ThreadPoolExecutor(max_workers=min(len(devices), 16)) as pool:
-            list(pool.map(self._poll_one, devices))
+            list(pool.map(lambda d: self._poll_one(d, down_after or self.down_after), devices))
 
-    def _poll_one(self, dev: Device) -> None:
+    def check_now(self, local_zone: dt.tzinfo) -> RecorderCheck:
+        """Poll every recorder once, now, and judge it on that one poll (no debounce).
+
+        The readiness check cannot wait ``down_after`` polls: a recorder that does not answer this
+        once is down for the check, with the error that says why. It also reads what only the
+        check needs: each recorder's clock offset and, where the vendor tells, channel bitrates
+        (ISAPI ``StreamingProxy``), for the disk space the exam day will take.
+        """
+        self.poll(down_after=1)
+        offsets: dict[str, float | None] = {}
+        bitrates: dict[str, dict[int, float] | None] = {}
+        disks: dict[str, dict[str, Any] | None] = {}
+        for dev in self._recorders(self.inventory()):
+            with self._lock:
+                t = self._tracked.get(dev.mac)
+                probe = t.probe if t is not None and t.state == "up" and not t.auth_error else None
+            offsets[dev.mac] = clock_offset(probe, local_zone) if probe is not None else None
+            bitrates[dev.mac] = self._bitrates(dev) if probe is not None and dev.vendor == "hikvision" else None
+            disks[dev.mac] = probe.disks if probe is not None else None
+        return RecorderCheck(self.collect(), offsets, bitrates, disks)
+
+    def _bitrates(self, dev: Device) -> dict[int, float] | None:
+        try:
+            return isapi.read_bitrates(self._client(dev))
+        except ProbeError:
+            return None
+
+    def _poll_one(self, dev: Device, down_after: int) -> None:
         """One recorder: full probe, or only a liveness check while its credentials are rejected."""
         now, mono = time.time(), time.monotonic()
         with self._lock:
@@ -168,7 +208,7 @@ class RecordersWatcher:
             outcome = str(exc)
         except ProbeError as exc:
             with self._lock:
-                t.failed(str(exc), now, self.down_after)
+                t.failed(str(exc), now, down_after)
             return
         with self._lock:
             if isinstance(outcome, Probe):

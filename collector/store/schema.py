@@ -240,3 +240,70 @@ seals = sa.Table(
     sa.Column("replaced_by", sa.Integer),
     sa.Index("ix_seals_venue_until", "venue_id", "until"),
 )
+
+# A readiness round: one request to every agent of a venue to run the check for ``exam_day``, by
+# the schedule (the day before, [readiness] time) or a person. The CLI writes ``requested`` rows;
+# only the running collector publishes them (``sent``, with ``deadline`` and the agents addressed)
+# and completes them (``complete``) when every agent answered or the deadline passed.
+readiness_rounds = sa.Table(
+    "readiness_rounds", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("venue_id", sa.String(64), sa.ForeignKey("venues.id"), nullable=False),
+    sa.Column("exam_day", sa.String(10), nullable=False),  # YYYY-MM-DD
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("requested_by", sa.String(100), nullable=False),  # "schedule" or a person
+    sa.Column("state", sa.String(10), nullable=False),  # requested / sent / complete
+    sa.Column("sent_at", sa.Float),
+    sa.Column("deadline", sa.Float),  # sent_at + [readiness] deadline_minutes
+    sa.Column("agents", sa.JSON),  # the agent ids the command went to
+    sa.Index("ix_readiness_rounds_venue_day", "venue_id", "exam_day"),
+    sa.Index("ix_readiness_rounds_state", "state"),
+)
+
+# One agent's readiness report as it arrived on the ``rpt`` stream; ``vault_index`` is the stable
+# link to the signed envelope (``record_id`` is renumbered by a rebuild of the index).
+agent_reports = sa.Table(
+    "agent_reports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("round_id", sa.Integer, sa.ForeignKey("readiness_rounds.id")),  # NULL: no such round
+    sa.Column("venue_id", sa.String(64), nullable=False),
+    sa.Column("agent_id", sa.String(64), nullable=False),
+    sa.Column("exam_day", sa.String(10), nullable=False),
+    sa.Column("record_id", sa.BigInteger, nullable=False),
+    sa.Column("vault_index", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("result", sa.String(10), nullable=False),  # pass / fail / unknown / invalid
+    sa.Column("items", sa.JSON, nullable=False),
+    sa.Column("baseline", sa.JSON, nullable=False),
+    sa.Column("config_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("late", sa.Boolean, nullable=False),  # arrived after its round was complete
+    sa.Index("ix_agent_reports_round", "round_id"),
+)
+
+# A venue's combined report for one round, kept in the vault as a signed note ("vault/readiness").
+venue_reports = sa.Table(
+    "venue_reports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("round_id", sa.Integer, sa.ForeignKey("readiness_rounds.id"), nullable=False),
+    sa.Column("venue_id", sa.String(64), nullable=False),
+    sa.Column("exam_day", sa.String(10), nullable=False),
+    sa.Column("completed_at", sa.Float, nullable=False),
+    sa.Column("result", sa.String(10), nullable=False),  # pass / fail / no_report
+    sa.Column("items", sa.JSON, nullable=False),  # per item: combined result and each agent's
+    sa.Column("agents", sa.JSON, nullable=False),  # per agent: result and the evidence links
+    sa.Column("fixed", sa.JSON, nullable=False),  # items that failed in the day's previous report and pass now
+    sa.Column("vault_index", sa.BigInteger),  # NULL until the running collector vaulted it
+    sa.UniqueConstraint("round_id", name="uq_venue_reports_round"),
+    sa.Index("ix_venue_reports_venue_day", "venue_id", "exam_day"),
+    sa.Index("ix_venue_reports_unvaulted", "vault_index"),
+)
+
+# The readiness consumer's cursor over ``records`` (by vault leaf, which a rebuild keeps).
+readiness_state = sa.Table(
+    "readiness_state", metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+)

@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from collector.cases import cases as case_rows
 from collector.store import Store
+from collector.web import readiness as readiness_routes
 from collector.web.strings import t
 
 REFRESH_SECONDS = 5
@@ -45,8 +46,8 @@ def overview(store: Store, limit: int = 50) -> dict[str, Any]:
             "cases": [{**c, "venue_name": names.get(c["venue_id"], c["venue_id"])} for c in open_first]}
 
 
-def create_app(store: Store) -> FastAPI:
-    """The FastAPI application over ``store``."""
+def create_app(store: Store, tz: str = "Asia/Shanghai") -> FastAPI:
+    """The FastAPI application over ``store``; ``tz`` is the [schedule] time zone (exam days)."""
     app = FastAPI(title="VenueGuard collector", version="0.1.0")
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
     templates.env.globals.update(t=t, when=_when, summary=_summary, refresh=REFRESH_SECONDS)
@@ -60,6 +61,8 @@ def create_app(store: Store) -> FastAPI:
     def api_overview(limit: int = 50) -> dict[str, Any]:
         """The data of the page, as JSON."""
         return overview(store, min(max(limit, 1), 500))
+
+    readiness_routes.add_routes(app, store, tz)  # /readiness, /readiness/<venue>/<day>[.xlsx]
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -68,7 +68,7 @@ def replay(store: Store, doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Index the events one by one, stepping the rulebook at each event's time, then run to ``until``."""
     day = str(doc["day"])
     _plan(store, doc, day)
-    runner = RulebookRunner(store, SHIPPED_RULES, StoreCalendar(store, refresh_seconds=0))
+    runner = RulebookRunner(store, SHIPPED_RULES, StoreCalendar(store))
     for n, ev in enumerate(doc["events"], start=1):
         runner.step(now=_index(store, n, ev, day))
     runner.step(now=when(doc["until"], day))
