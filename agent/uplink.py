@@ -233,6 +233,10 @@ class Uplink:
             rows = self.outbox.pending(self._sent_upto, min(room, self.cfg.batch_records * 10))
             if not rows:
                 return
+            if self._sent_upto <= self.status.acked_seq:
+                # Nothing was outstanding: the ack timeout runs from this send, not from an ack long
+                # ago (else a quiet agent would resend every new record at once).
+                self._last_progress = time.monotonic()
             self._sent_upto = self._send_rows(rows) or self._sent_upto
 
     def _send_rows(self, rows: list[Row]) -> int:

@@ -139,33 +139,39 @@ def take_reports(store: Store, limit_scan: int = 100_000) -> int:
                                       rec.vault_index).where(rec.vault_index > cursor, rec.vault_index <= top,
                                                              rec.stream == "rpt", rec.kind == "readiness.report")
                             .order_by(rec.vault_index, rec.id)).all()
-        for row in rows:
-            conn.execute(schema.agent_reports.insert().values(**_answer_row(conn, row)))
+        parsed = [(row, _parse(row.data)) for row in rows]
+        ids = {rep.round_id for _, rep in parsed if rep is not None and rep.round_id is not None}
+        r = schema.readiness_rounds.c
+        found = {m["id"]: m for m in conn.execute(sa.select(schema.readiness_rounds).where(r.id.in_(ids))).mappings()} if ids else {}
+        if parsed:
+            conn.execute(schema.agent_reports.insert(), [_answer_row(row, rep, found) for row, rep in parsed])
         _set_cursor(conn, top)
     return len(rows)
 
 
-def _answer_row(conn: sa.Connection, row: Any) -> dict[str, Any]:
+def _parse(data: Any) -> Report | None:
+    try:
+        return Report.from_json(data)
+    except ValueError:
+        return None
+
+
+def _answer_row(row: Any, report: Report | None, rounds_: dict[int, Any]) -> dict[str, Any]:
     """An ``agent_reports`` row for one indexed report; a report naming a round of another venue,
     or not addressed to this agent, is kept without a round (evidence, but no part of a verdict)."""
     base = {"venue_id": row.venue_id, "agent_id": row.agent_id, "record_id": row.id, "vault_index": row.vault_index,
             "seq": row.seq, "received_at": row.received_at}
-    try:
-        report = Report.from_json(row.data)
-    except ValueError:
+    if report is None:
         return {**base, "round_id": None, "exam_day": str(row.data.get("exam_day", ""))[:10], "started_at": None,
                 "finished_at": None, "result": "invalid", "items": [], "baseline": {}, "config_version": 0, "late": True}
-    rnd = None
-    if report.round_id is not None:
-        r = schema.readiness_rounds.c
-        rnd = conn.execute(sa.select(schema.readiness_rounds).where(r.id == report.round_id)).mappings().first()
-        if rnd is not None and (rnd["venue_id"] != row.venue_id or row.agent_id not in (rnd["agents"] or [])):
-            rnd = None
+    rnd = rounds_.get(report.round_id) if report.round_id is not None else None
+    if rnd is not None and (rnd["venue_id"] != row.venue_id or row.agent_id not in (rnd["agents"] or [])):
+        rnd = None
     late = rnd is None or rnd["state"] == COMPLETE or row.received_at > (rnd["deadline"] or 0)
-    doc = report.to_json()
+    items = [{"item": i.item, "result": i.result, "seen": i.seen, "fix": i.fix, "evidence": i.evidence} for i in report.items]
     return {**base, "round_id": rnd["id"] if rnd is not None else None, "exam_day": report.exam_day[:10],
             "started_at": report.started_at, "finished_at": report.finished_at, "result": report.result,
-            "items": doc["items"], "baseline": report.baseline, "config_version": report.config_version, "late": late}
+            "items": items, "baseline": report.baseline, "config_version": report.config_version, "late": late}
 
 
 def answers(conn: sa.Connection, round_id: int) -> dict[str, rd.Answer]:

@@ -107,3 +107,17 @@ def test_agent_reinstalled_with_an_empty_outbox_keeps_every_record(tmp_path: Pat
     kinds = [r["kind"] for r in rig.store.records_of("a1") if r["seq"] and r["seq"] > held]
     assert kinds.count("agent.started") == 1 and kinds.count("host.snapshot") >= 1
     rig.stop()
+
+
+def test_a_quiet_agent_does_not_resend_what_it_just_sent(tmp_path: Path, broker: Mosquitto) -> None:
+    """Events 3 s apart with a 2 s ack timeout: each is acked in time, so none is sent twice (the
+    timeout runs from the send, not from the last ack before a quiet spell)."""
+    rig = Rig(tmp_path, broker.port, agent={"interval": 3.0, "steps": 4})
+    rig.collector.start()
+    rig.agent.start()
+    last = wait_for(rig.drained, 30, what="every record delivered")  # (a resend while the collector started is fine)
+    before = len((tmp_path / "agent.log").read_text())
+    wait_for(lambda: outbox_state(rig.home)[0] >= last + 2 and rig.drained(), 30, what="records after quiet spells")
+    rig.stop()
+    log = (tmp_path / "agent.log").read_text()[before:]
+    assert "resending" not in log, [line for line in log.splitlines() if "resending" in line]
