@@ -12,6 +12,7 @@ from pathlib import Path
 from collector import casecli, config, vaultcli
 from collector import schedulecli
 from collector import readinesscli
+from collector import usercli
 from collector.strings import t
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     casecli.add_parsers(sub)
     schedulecli.add_parsers(sub)
     readinesscli.add_parsers(sub)
+    usercli.add_parsers(sub)
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
     demo.add_argument("--dir", type=Path, default=Path("venueguard-demo"), help="demo data dir (reused)")
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return schedulecli.handler(args)(cfg, args)
     if args.command == "readiness":
         return readinesscli.handler(cfg, args)
+    if args.command == "user":
+        return usercli.handler(cfg, args)
     handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "migrate": _migrate,
                "demo": _demo}[args.command]
     return handler(cfg, args)

@@ -58,6 +58,19 @@ class WebSection(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    idle_minutes: float = Field(30.0, gt=0, le=24 * 60, description="A session unused this long ends "
+                                "(background refreshes of live pages do not count as use).")
+    session_hours: float = Field(12.0, gt=0, le=24 * 7, description="A session ends this long after login, "
+                                 "however active: a stolen cookie is not good for ever.")
+    secure_cookies: bool = Field(False, description="Mark cookies Secure even on plain http, e.g. behind a TLS "
+                                 "proxy that does not forward the scheme (on https they are Secure anyway).")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins for one user name within "
+                                    "login_window_minutes that lock it for lockout_minutes.")
+    login_max_failures_ip: int = Field(20, ge=1, description="Failed logins from one client address within "
+                                       "login_window_minutes that lock the address (many staff may share one "
+                                       "NAT address, so this is higher than per name).")
+    login_window_minutes: float = Field(15.0, gt=0, description="Failures older than this are not counted.")
+    lockout_minutes: float = Field(15.0, gt=0, description="How long a user name or address stays locked.")
 
 
 class RulesSection(_Section):

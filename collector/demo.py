@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from collector.enroll import enroll
 from collector.runtime import Collector
 from collector.strings import t
 
+DEMO_USER = "demo"
+LOGIN_FILE = "demo-login.txt"  # the demo administrator's password
 #: (venue id, venue name, agent ids); addresses come from the documentation range 192.0.2.0/24.
 VENUES = [
     ("GZ-TH01", "广州市天河区安全生产考试点", ["gz-th01-srv1", "gz-th01-srv2"]),
@@ -63,7 +66,9 @@ class Demo:
         self.broker.start()
         collector = Collector(self.cfg)
         configs = self._enroll_all(collector)
+        password = self._demo_login(collector)
         print(t("demo_start", dir=self.root, broker_port=self.broker.port, agents=len(configs)), file=sys.stderr)
+        print(t("demo_login", user=DEMO_USER, password=password, file=self.root / LOGIN_FILE), file=sys.stderr)
         collector.start()
         try:
             for path in configs:
@@ -105,6 +110,24 @@ class Demo:
                 )
                 out.append(cfg)
         return out
+
+
+    def _demo_login(self, collector: Collector) -> str:
+        """The demo's administrator: made on the first start with a random password, which is kept
+        (0600) beside the data and printed, so the pages can be opened at once and again later."""
+        from collector.web import accounts
+
+        path = self.root / LOGIN_FILE
+        if path.exists() and accounts.find_user(collector.store, DEMO_USER) is not None:
+            return path.read_text(encoding="utf-8").strip()
+        password = secrets.token_urlsafe(12)
+        if accounts.find_user(collector.store, DEMO_USER) is None:
+            accounts.add_user(collector.store, DEMO_USER, password, "admin", None, time.time())
+        else:
+            accounts.set_password(collector.store, DEMO_USER, password)
+        path.write_text(password + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        return password
 
 
 def _port_busy(port: int) -> bool:

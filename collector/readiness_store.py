@@ -310,19 +310,23 @@ def _status(rounds_: list[dict[str, Any]]) -> str:
     return last["report"]["result"] if last["report"] is not None else "pending"
 
 
-def day_overview(store: Store, day: str, tz: str) -> list[dict[str, Any]]:
-    """One row per venue with exams on ``day`` (or a round for it): the authority's table."""
+def day_overview(store: Store, day: str, tz: str, venue_id: str | None = None) -> list[dict[str, Any]]:
+    """One row per venue with exams on ``day`` (or a round for it): the authority's table; with
+    ``venue_id`` only that venue's row (a venue operator's view)."""
     sessions: dict[str, int] = {}
-    for s in sessions_of_day(store, None, day, tz):
+    for s in sessions_of_day(store, venue_id, day, tz):
         sessions[s.venue_id] = sessions.get(s.venue_id, 0) + 1
     r = schema.readiness_rounds.c
+    q = sa.select(r.venue_id).where(r.exam_day == day).distinct()
+    if venue_id is not None:
+        q = q.where(r.venue_id == venue_id)
     with store.engine.connect() as conn:
-        with_rounds = set(conn.execute(sa.select(r.venue_id).where(r.exam_day == day).distinct()).scalars())
+        with_rounds = set(conn.execute(q).scalars())
     rows = []
-    for venue_id in sorted(sessions.keys() | with_rounds):
-        view = venue_day(store, venue_id, day, tz)
+    for vid in sorted(sessions.keys() | with_rounds):
+        view = venue_day(store, vid, day, tz)
         latest = view["latest"]
-        rows.append({"venue_id": venue_id, "venue_name": view["venue"]["name"], "sessions": sessions.get(venue_id, 0),
+        rows.append({"venue_id": vid, "venue_name": view["venue"]["name"], "sessions": sessions.get(vid, 0),
                      "rounds": len(view["rounds"]), "status": view["status"],
                      "failed": rd.failed_items(latest["items"]) if latest and view["status"] != "pending" else [],
                      "silent": rd.silent_agents(latest["agents"]) if latest and view["status"] != "pending" else [],

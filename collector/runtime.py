@@ -55,7 +55,7 @@ class Collector:
         self.notifier = Notifier(self.store.engine, cfg.notify, publish=publisher)
         self._web: uvicorn.Server | None = None
         if web:
-            config = uvicorn.Config(create_app(self.store, tz=cfg.schedule.timezone), host=cfg.web.host, port=cfg.web.port, log_level="warning")
+            config = uvicorn.Config(create_app(self.store, cfg), host=cfg.web.host, port=cfg.web.port, log_level="warning")
             self._web = uvicorn.Server(config)
         self._web_thread: threading.Thread | None = None
 

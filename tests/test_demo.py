@@ -21,15 +21,45 @@ def _start(cwd: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
 
-def _overview(port: int) -> dict | None:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/api/v1/overview", timeout=2).json()
-    except httpx.HTTPError:
-        return None
+class Pages:
+    """The demo's pages as its administrator sees them: logs in (password from the file the demo
+    keeps) on first use, and again after a restart."""
+
+    def __init__(self, port: int, demo_dir: Path) -> None:
+        self.port, self.demo_dir = port, demo_dir
+        self.client: httpx.Client | None = None
+
+    def get(self, path: str) -> httpx.Response:
+        if self.client is None:
+            self.client = self._login()
+        return self.client.get(path)
+
+    def overview(self) -> dict | None:
+        try:
+            return self.get("/api/v1/overview?limit=500").json()
+        except (httpx.HTTPError, OSError, ValueError):
+            self.forget()
+            return None
+
+    def forget(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+
+    def _login(self) -> httpx.Client:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+        client.get("/login")
+        password = (self.demo_dir / "demo-login.txt").read_text(encoding="utf-8").strip()
+        r = client.post("/login", data={"username": "demo", "password": password, "next": "/",
+                                        "csrf_token": client.cookies.get("vg_csrf") or ""})
+        if r.status_code != 303:
+            client.close()
+            raise httpx.HTTPError(f"login failed: {r.status_code}")
+        return client
 
 
-def _ready(port: int) -> bool:
-    data = _overview(port)
+def _ready(pages: Pages) -> bool:
+    data = pages.overview()
     if not data:
         return False
     agents = [a for v in data["venues"] for a in v["agents"]]
@@ -40,32 +70,36 @@ def _ready(port: int) -> bool:
 def test_demo_shows_venues_agents_and_events_then_stops_cleanly(tmp_path: Path) -> None:
     """Within a minute the page lists 3 venues, 4 online agents and host events; SIGINT exits 0."""
     port = free_port()
+    pages = Pages(port, tmp_path / "venueguard-demo")
     proc = _start(tmp_path, port)
     try:
-        wait_for(lambda: _ready(port), 60, 0.5, "the demo page to show venues, agents and events")
-        page = httpx.get(f"http://127.0.0.1:{port}/").text
-        first = {a["id"]: a["acked_seq"] for v in _overview(port)["venues"] for a in v["agents"]}
-        assert "广州市天河区安全生产考试点" in page and "在线" in page and "主机 IP 地址变更" in page
+        wait_for(lambda: _ready(pages), 60, 0.5, "the demo page to show venues, agents and events")
+        assert httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=False).status_code == 303  # login first
+        page, venue = pages.get("/").text, pages.get("/venues/GZ-TH01").text
+        first = {a["id"]: a["acked_seq"] for v in pages.overview()["venues"] for a in v["agents"]}
+        assert "广州市天河区安全生产考试点" in page and "代理在线" in page and "主机 IP 地址变更" in venue
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, out
-    assert "演示已停止" in out
+    assert "演示已停止" in out and "演示账号：demo" in out
+    pages.forget()  # the second start keeps the account and its password: log in again
 
     # Second start: same data, no re-enrollment, sequence numbers continue.
     proc = _start(tmp_path, port)
     try:
         def resumed() -> bool:
-            data = _overview(port)
-            return bool(data) and _ready(port) and all(
+            data = pages.overview()
+            return bool(data) and _ready(pages) and all(
                 a["acked_seq"] > first[a["id"]] for v in data["venues"] for a in v["agents"])
 
         wait_for(resumed, 60, 0.5, "the demo to come back on the same data")
-        data = httpx.get(f"http://127.0.0.1:{port}/api/v1/overview?limit=500").json()
+        data = pages.overview()
         assert len(data["venues"]) == 3
         starts = [e for e in data["events"] if e["kind"] == "agent.started"]
         assert len(starts) == 8 and sum(1 for e in starts if e["data"]["previous_boot"]) == 4
     finally:
+        pages.forget()
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     assert proc.returncode == 0

@@ -307,3 +307,67 @@ readiness_state = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
 )
+
+# -- web accounts, sessions, login throttling, audit trail (issue 8) ---------------------------
+
+# People who use the pages: 考试机构管理员 (admin), 考试机构查看 (viewer), 考点操作员 (venue, bound
+# to one venue). Passwords are argon2id hashes; a disabled user keeps its row for the audit trail.
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(10), nullable=False),  # admin / viewer / venue
+    sa.Column("venue_id", sa.String(64), sa.ForeignKey("venues.id")),  # venue operators only
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("username", name="uq_users_username"),
+)
+
+# Server-side sessions: the cookie holds a random token, the table only its SHA-256, so a copy
+# of the database does not let anyone in. Each session has its own CSRF token.
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("ip", sa.String(45), nullable=False),
+    sa.Column("user_agent", sa.String(300), nullable=False),
+    sa.Index("ix_web_sessions_user", "user_id"),
+)
+
+# Failed logins, kept so a lock survives a restart; counted per user name and per client address.
+login_failures = sa.Table(
+    "login_failures", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("ip", sa.String(45), nullable=False),
+    sa.Index("ix_login_failures_username_at", "username", "at"),
+    sa.Index("ix_login_failures_ip_at", "ip", "at"),
+)
+
+# A lock in force: key "user:<name>" or "ip:<address>", locked until ``until``.
+login_locks = sa.Table(
+    "login_locks", metadata,
+    sa.Column("key", sa.String(120), primary_key=True),
+    sa.Column("until", sa.Float, nullable=False),
+)
+
+# Who did what through the pages: every login, logout, failure and state-changing request.
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("username", sa.String(64), nullable=False),  # "" before login
+    sa.Column("role", sa.String(10), nullable=False),
+    sa.Column("ip", sa.String(45), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
+    sa.Index("ix_audit_log_username_at", "username", "at"),
+)

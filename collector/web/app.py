@@ -1,91 +1,66 @@
-"""The minimal page and its JSON API: venues, agents and the latest events.
+"""The web application: one place builds it from the store and the configuration.
 
-Later issues build the real dashboards on this; the page reads only the store.
+``create_app`` keeps the context every page module needs in ``app.state`` (the store, the
+[schedule] time zone, the vault folder for inclusion proofs, the notification settings, a clock),
+installs authentication first (sessions, /login, /logout, /static, default deny), then mounts
+the pages and their JSON twins under ``/api/v1``:
+
+- 总览 ``/`` (:mod:`.overview`), live through ``/api/v1/live`` (:mod:`.live`);
+- 考点详情 ``/venues/<id>`` (:mod:`.venue`);
+- 违规案件 ``/cases``, ``/cases/<id>``, exports (:mod:`.casepages`);
+- 考前检查 ``/readiness`` (:mod:`.readiness`);
+- 管理 ``/admin``, ``/maintenance`` (:mod:`.admin`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import time
-from pathlib import Path
-from typing import Any
+from typing import Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import FastAPI
 
-from collector.cases import cases as case_rows
+from collector.config import CollectorConfig
 from collector.store import Store
-from collector.web import readiness as readiness_routes
-from collector.web.strings import t
+from collector.vault.wiring import vault_dir
+from collector.web import admin, auth, casepages, live, overview, readiness, venue
+from collector.web.render import WebContext, make_templates
 
-REFRESH_SECONDS = 5
-_CN = dt.timezone(dt.timedelta(hours=8), "CST")
-
-
-def overview(store: Store, limit: int = 50) -> dict[str, Any]:
-    """The page's data: venues with their agents, latest events, cases, dead-letter counts."""
-    agents = store.agents()
-    venue_rows = store.venues()
-    venues = [
-        {"id": v["id"], "name": v["name"], "agents": [
-            {"id": a.id, "online": a.online, "seen": a.last_seen is not None, "last_heartbeat": a.last_heartbeat,
-             "outbox_depth": a.outbox_depth, "clock_offset": a.clock_offset, "acked_seq": a.acked_seq}
-            for a in agents if a.venue_id == v["id"]]}
-        for v in venue_rows
-    ]
-    names = {v["id"]: v["name"] for v in venue_rows}
-    events = [
-        {"agent_id": r["agent_id"], "venue_id": r["venue_id"], "venue_name": names.get(r["venue_id"], r["venue_id"]), "seq": r["seq"], "kind": r["kind"], "at": r["at"],
-         "received_at": r["received_at"], "data": r["data"]}
-        for r in store.latest_records(limit, exclude_stream="log")
-    ]
-    open_first = sorted(case_rows(store, limit=limit), key=lambda c: (c["state"] != "open", -c["opened_at"]))
-    return {"generated_at": time.time(), "venues": venues, "events": events, "dead_letters": store.dead_letter_counts(),
-            "cases": [{**c, "venue_name": names.get(c["venue_id"], c["venue_id"])} for c in open_first]}
+API_DESCRIPTION = (
+    "VenueGuard 考点合规监测: the data of every page as JSON. Authentication is the pages' session cookie "
+    "(log in at /login); without it every /api/v1 endpoint answers 401. Venue operators (考点操作员) see only "
+    "their venue: another venue's data answers 404. State-changing requests need the session's CSRF token in "
+    "the X-CSRF-Token header."
+)
 
 
-def create_app(store: Store, tz: str = "Asia/Shanghai") -> FastAPI:
-    """The FastAPI application over ``store``; ``tz`` is the [schedule] time zone (exam days)."""
-    app = FastAPI(title="VenueGuard collector", version="0.1.0")
-    templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-    templates.env.globals.update(t=t, when=_when, summary=_summary, refresh=REFRESH_SECONDS)
+def create_app(store: Store, cfg: CollectorConfig | None = None, *, tz: str | None = None,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """The FastAPI application over ``store``.
 
-    @app.get("/", response_class=HTMLResponse)
-    def index(request: Request) -> HTMLResponse:
-        """总览: venues, agents, latest events; reloads itself."""
-        return templates.TemplateResponse(request, "index.html", overview(store))
+    Args:
+        store: the migrated SQL store.
+        cfg: the collector configuration ([web] sessions and throttling, [schedule] time zone,
+            the data folder whose vault the proofs come from, [notify]); embedded defaults if None.
+        tz: overrides ``cfg.schedule.timezone`` (tests and tools that have no configuration).
+        clock: the time source of the pages and the sessions (tests pin it to their exam days).
+    """
+    cfg = cfg or CollectorConfig()
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, which the
+    # authority's closed network cannot reach; the schema itself is at /openapi.json.
+    app = FastAPI(title="VenueGuard collector", version="0.2.0", description=API_DESCRIPTION, docs_url=None,
+                  redoc_url=None)
+    app.state.ctx = WebContext(store=store, tz=tz or cfg.schedule.timezone, vault_root=vault_dir(cfg),
+                               notify=cfg.notify, clock=clock)
+    app.state.templates = make_templates()  # before install: auth adds csrf_token to its globals
+    auth.install(app, store, cfg.web, clock=clock)
+    for module in (overview, live, venue, casepages, readiness):
+        app.include_router(module.router)
+    admin.add_routes(app, store, cfg)  # /admin/…, /maintenance and their API
 
-    @app.get("/api/v1/overview")
-    def api_overview(limit: int = 50) -> dict[str, Any]:
-        """The data of the page, as JSON."""
-        return overview(store, min(max(limit, 1), 500))
-
-    readiness_routes.add_routes(app, store, tz)  # /readiness, /readiness/<venue>/<day>[.xlsx]
-
-    @app.get("/healthz")
+    @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
-        """Liveness for service managers."""
+        """Liveness for service managers (public)."""
         return {"status": "ok"}
 
     return app
 
-
-def _when(ts: float | None) -> str:
-    """A timestamp in China Standard Time, as staff read it."""
-    if ts is None:
-        return "—"
-    return dt.datetime.fromtimestamp(ts, _CN).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _summary(kind: str, data: dict[str, Any]) -> str:
-    """An event's data as staff read it: the kind's sentence from the catalogue, else short JSON."""
-    fields = {k: "、".join(map(str, v)) if isinstance(v, list) else v for k, v in data.items()}
-    try:
-        text = t(f"summary.{kind}", default="", **fields)
-    except (KeyError, IndexError):
-        text = ""  # the catalogue names a field this event lacks: show the raw data instead
-    if not text:
-        text = json.dumps(data, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= 160 else text[:157] + "…"

@@ -1,5 +1,5 @@
-"""Readiness pages and exports: the authority's table of all venues for an exam day, a venue's
-printable A4 report (Chinese), and the same report as XLSX.
+"""考前检查: the table of all venues for an exam day, a venue's printable A4 report (Chinese), the
+same report as XLSX, the form to ask for a check now, and their JSON under ``/api/v1/readiness``.
 
 The CLI (`readiness report --html/--xlsx`) and the pages render through the same functions here,
 from :func:`collector.readiness_store.venue_day`, so a printed report and a downloaded one never
@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from collector import readiness as rd
 from collector import readiness_store as rs
-from collector.store import Store
+from collector.web import auth
+from collector.web.auth import User
+from collector.web.render import XLSX_TYPE, WebContext, ctx, page
 from collector.web.strings import t
 
 TEMPLATES = Path(__file__).parent / "templates"
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def when(ts: float | None, tz: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -79,13 +82,6 @@ def _environment() -> Environment:
 
 
 _ENV = _environment()
-
-
-def render_overview(rows: list[dict[str, Any]], day: str, tz: str) -> str:
-    """The authority's table of every venue with exams on ``day``."""
-    return _ENV.get_template("readiness.html").render(
-        rows=rows, day=day, prev_day=rd.next_day(day, -1), next_day=rd.next_day(day),
-        when=lambda ts: when(ts, tz), generated=when(time.time(), tz))
 
 
 def render_day(view: dict[str, Any], tz: str) -> str:
@@ -155,39 +151,129 @@ def default_day(tz: str, now: float | None = None) -> str:
     return rd.next_day(rd.local_day(time.time() if now is None else now, tz))
 
 
-def add_routes(app: Any, store: Store, tz: str) -> None:
-    """``/readiness``, ``/readiness/<venue>/<day>`` and ``/readiness/<venue>/<day>.xlsx``."""
-    from fastapi import HTTPException
-    from fastapi.responses import HTMLResponse, Response
+def page_helpers() -> dict[str, Any]:
+    """The names the readiness templates use, for the pages' environment."""
+    return {"result_text": result_text, "item_text": item_text, "change_text": change_text, "requester": requester,
+            "item_rows": item_rows}
 
-    def checked_day(day: str | None) -> str:
-        try:
-            return rd.parse_day(day) if day else default_day(tz)
-        except ValueError as exc:
-            raise HTTPException(400, t("readiness_bad_day", day=day)) from exc
 
-    def view_of(venue_id: str, day: str) -> dict[str, Any]:
-        try:
-            return rs.venue_day(store, venue_id, checked_day(day), tz)
-        except rs.ReadinessError as exc:
-            raise HTTPException(404, t("readiness_unknown_venue", venue=venue_id)) from exc
+def json_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`collector.readiness_store.venue_day` view as JSON (sessions are dataclasses there)."""
+    from dataclasses import asdict
 
-    # The .xlsx route first: "{day}" alone would also match "2026-12-05.xlsx".
-    @app.get("/readiness/{venue_id}/{day}.xlsx")
-    def readiness_xlsx(venue_id: str, day: str) -> Response:
-        """The venue's report of the day as XLSX."""
-        view = view_of(venue_id, day)
-        name = f"readiness-{venue_id}-{view['day']}.xlsx"
-        return Response(day_xlsx(view, tz), media_type=XLSX_TYPE,
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return {**view, "sessions": [asdict(s) for s in view["sessions"]]}
 
-    @app.get("/readiness/{venue_id}/{day}", response_class=HTMLResponse)
-    def readiness_day(venue_id: str, day: str) -> HTMLResponse:
-        """The venue's printable A4 report of the day."""
-        return HTMLResponse(render_day(view_of(venue_id, day), tz))
 
-    @app.get("/readiness", response_class=HTMLResponse)
-    def readiness_overview(day: str | None = None) -> HTMLResponse:
-        """Every venue with exams on ``day`` (default tomorrow): rounds, result, failed items, seal."""
-        d = checked_day(day)
-        return HTMLResponse(render_overview(rs.day_overview(store, d, tz), d, tz))
+# -- routes --------------------------------------------------------------------------------------
+# Who may do what: everybody reads (a venue operator only its venue: another venue is 404, and
+# the table lists only its row); the venue's operator and the admin may ask for a check now
+# (`readiness run`); the authority's viewer reads only.
+
+RUN_ROLES = ("admin", "venue")
+router = APIRouter()
+
+
+def _day(day: str | None, c: WebContext) -> str:
+    try:
+        return rd.parse_day(day) if day else default_day(c.tz, c.now())
+    except ValueError as exc:
+        raise HTTPException(400, t("readiness_bad_day", day=day)) from exc
+
+
+def _view(c: WebContext, user: User, venue_id: str, day: str) -> dict[str, Any]:
+    auth.check_venue(user, venue_id)
+    try:
+        return rs.venue_day(c.store, venue_id, _day(day, c), c.tz)
+    except rs.ReadinessError as exc:
+        raise HTTPException(404, t("readiness_unknown_venue", venue=venue_id)) from exc
+
+
+def _rows(c: WebContext, user: User, day: str) -> list[dict[str, Any]]:
+    return rs.day_overview(c.store, day, c.tz, venue_id=auth.venue_filter(user))
+
+
+def may_run(user: User, venue_id: str) -> bool:
+    """Whether ``user`` may ask ``venue_id``'s agents for a check now."""
+    return user.role in RUN_ROLES and (user.role != "venue" or user.venue_id == venue_id)
+
+
+def request_check(request: Request, c: WebContext, user: User, venue_id: str, day: str) -> dict[str, Any]:
+    """Record a round for (venue, day) as ``readiness run`` does; the running collector sends it.
+    Refusals: 404 another venue's, 403 a role that may not; each request is audited."""
+    auth.check_venue(user, venue_id)
+    d = _day(day, c)
+    if not may_run(user, venue_id):
+        auth.audit(request, "readiness.run", f"{venue_id} {d}", "role may not", ok=False)
+        raise auth.Forbidden()
+    try:
+        round_id = rs.request_round(c.store, venue_id, d, user.username, c.now())
+    except rs.ReadinessError as exc:
+        raise HTTPException(404, t("readiness_unknown_venue", venue=venue_id)) from exc
+    auth.audit(request, "readiness.run", f"{venue_id} {d}", f"round {round_id}")
+    return {"round_id": round_id, "venue_id": venue_id, "day": d, "state": rs.REQUESTED}
+
+
+@router.get("/readiness/{venue_id}/{day}.xlsx", tags=["考前检查"], summary="A venue's readiness report of a day as XLSX")
+def readiness_xlsx(venue_id: str, day: str, user: User = Depends(auth.current_user),
+                   c: WebContext = Depends(ctx)) -> Response:
+    """The venue's report of the day as XLSX (declared before the page: "{day}" would match "….xlsx")."""
+    view = _view(c, user, venue_id, day)
+    name = f"readiness-{venue_id}-{view['day']}.xlsx"
+    return Response(day_xlsx(view, c.tz), media_type=XLSX_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/readiness/{venue_id}/{day}", response_class=HTMLResponse, include_in_schema=False)
+def readiness_day(venue_id: str, day: str, request: Request, requested: int | None = None,
+                  user: User = Depends(auth.current_user), c: WebContext = Depends(ctx)) -> HTMLResponse:
+    """The venue's printable A4 report of the day, with the request-a-check form when allowed."""
+    view = _view(c, user, venue_id, day)
+    return page(request, "readiness_day_page.html", {
+        "v": view, "may_run": may_run(user, venue_id), "requested": requested, "generated": when(c.now(), c.tz),
+        **page_helpers()})
+
+
+@router.post("/readiness/{venue_id}/{day}/run", include_in_schema=False, dependencies=[Depends(auth.csrf_protect)])
+def readiness_run_form(venue_id: str, day: str, request: Request, user: User = Depends(auth.current_user),
+                       c: WebContext = Depends(ctx)) -> Response:
+    """The form's request for a check; back to the report, which shows the round as 进行中."""
+    done = request_check(request, c, user, venue_id, day)
+    return RedirectResponse(f"/readiness/{venue_id}/{done['day']}?requested={done['round_id']}", status_code=303)
+
+
+@router.get("/readiness", response_class=HTMLResponse, include_in_schema=False)
+def readiness_overview(request: Request, day: str | None = None, user: User = Depends(auth.current_user),
+                       c: WebContext = Depends(ctx)) -> HTMLResponse:
+    """Every venue (the operator: its own) with exams on ``day`` (default tomorrow): rounds, result, seal."""
+    d = _day(day, c)
+    return page(request, "readiness.html", {
+        "rows": _rows(c, user, d), "day": d, "prev_day": rd.next_day(d, -1), "next_day": rd.next_day(d),
+        "generated": when(c.now(), c.tz), "own_venue": user.venue_id if user.role == "venue" else None,
+        **page_helpers()})
+
+
+@router.get("/api/v1/readiness", tags=["考前检查"], summary="Readiness of every venue for an exam day",
+            description="One row per venue with exams on `day` (default tomorrow in the [schedule] time zone) or a "
+                        "round for it: sessions, rounds, status (pass / fail / no_report / pending / none), failed "
+                        "items, silent agents, seal. A venue operator gets only its venue.")
+def readiness_api(day: str | None = Query(None, description="YYYY-MM-DD"), user: User = Depends(auth.current_user),
+                  c: WebContext = Depends(ctx)) -> dict[str, Any]:
+    d = _day(day, c)
+    return {"day": d, "venues": _rows(c, user, d)}
+
+
+@router.get("/api/v1/readiness/{venue_id}/{day}", tags=["考前检查"], summary="A venue's readiness for an exam day",
+            description="Sessions, every round with its report (items per agent), the seals and the status; 404 for "
+                        "another venue's (venue operators).")
+def readiness_day_api(venue_id: str, day: str, user: User = Depends(auth.current_user),
+                      c: WebContext = Depends(ctx)) -> dict[str, Any]:
+    return json_view(_view(c, user, venue_id, day))
+
+
+@router.post("/api/v1/readiness/{venue_id}/{day}/run", tags=["考前检查"], summary="Ask a venue's agents for a check now",
+             description="Records a round as `venueguard-collector readiness run` does; the running collector sends the "
+                         "signed command within seconds. The venue's operator or an admin; X-CSRF-Token required.",
+             dependencies=[Depends(auth.csrf_protect)])
+def readiness_run_api(venue_id: str, day: str, request: Request, user: User = Depends(auth.current_user),
+                      c: WebContext = Depends(ctx)) -> dict[str, Any]:
+    return request_check(request, c, user, venue_id, day)

@@ -29,6 +29,7 @@ from protocol import keys
 from protocol.envelope import Envelope, record
 from protocol.errors import ProtocolError
 from protocol.readiness import ITEMS, REPORT_KIND, ItemResult, Report, parse_command
+from tests.web import add_user, login
 
 TZ = "Asia/Shanghai"
 DAY = "2026-12-05"  # the exam day
@@ -317,6 +318,8 @@ def test_printable_page_overview_and_xlsx(s: Setup) -> None:
 
     recheck_day(s)
     client = TestClient(create_app(s.store, tz=TZ))
+    add_user(s.store, "kaowu", "viewer")  # the pages need a login (issue 8)
+    assert login(client, "kaowu").status_code == 303
     page = client.get(f"/readiness/V1/{DAY}").text
     assert '<html lang="zh-CN">' in page and "@page" in page and "size: A4" in page
     assert "考点考前准备检查报告" in page and "广州市天河区安全生产考试点" in page and "第2考场" in page and "14:00–16:00" in page
