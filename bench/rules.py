@@ -33,22 +33,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import sqlalchemy as sa  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-
-from collector.ingest import Ingestor, Message  # noqa: E402
-from collector.rulebook import Rulebook, matches  # noqa: E402
-from collector.rulefiles import check_rules  # noqa: E402
-from collector.rulerunner import SHIPPED_RULES, RulebookRunner  # noqa: E402
-from collector.runtime import RULES_STEP  # noqa: E402
-from collector.rulewindows import MemoryCalendar, StoreCalendar  # noqa: E402
-from collector.store import Store, schema  # noqa: E402
-from collector.vault import Vault  # noqa: E402
-from protocol import topics  # noqa: E402
-from protocol.envelope import Envelope, record  # noqa: E402
-from protocol.keys import new_private_key, public_b64  # noqa: E402
+from collector.ingest import Ingestor, Message
+from collector.rulebook import Rulebook, matches
+from collector.rulefiles import check_rules
+from collector.rulerunner import SHIPPED_RULES, RulebookRunner
+from collector.runtime import RULES_STEP
+from collector.rulewindows import MemoryCalendar, StoreCalendar
+from collector.store import Store, schema
+from collector.vault import Vault
+from protocol import topics
+from protocol.envelope import Envelope, record
+from protocol.keys import new_private_key, public_b64
 
 ZONE = ZoneInfo("Asia/Shanghai")
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -59,6 +57,7 @@ LOBBY = "大厅"  # a camera's room with no exam: rule 410 does not apply there
 SESSIONS = ((ROOMS[0], "09:00", "11:00", "低压电工作业"), (ROOMS[0], "14:00", "16:00", "高压电工作业"),
             (ROOMS[1], "09:30", "11:30", "焊接与热切割作业"), (ROOMS[1], "14:30", "16:30", "高处作业"))
 MAINTENANCE_SHARE = 0.05  # venues with an approved recorder maintenance window (12:00-13:00, rule 510)
+SEALED_SHARE = 0.9  # venues sealed by a passing readiness check the day before (17:00) until the last exam ends
 TARGET = 3.0
 
 Timeline = list[tuple[float, str, str, dict[str, Any]]]  # (at, "rec" | "death" | "birth", kind, data)
@@ -164,23 +163,17 @@ SINGLES: list[tuple[str, float, Callable[[BenchAgent, random.Random, float], dic
     ("logs.snapshot", 6, lambda a, r, t: {"sources": {"syslog": {"path": "/var/log/syslog", "shipped": r.randint(1, 10**6)},
                                                       "auth": {"path": "/var/log/auth.log", "shipped": r.randint(1, 10**5)}}}),
     ("isolation.snapshot", 6, lambda a, r, t: {"targets": {"203.0.113.10": "unreachable", "198.18.0.1": "unreachable"}}),
-    ("camera.up", 5, lambda a, r, t: {**_cam(a, r), **_probe("L3", "ok", t), "previous": "up", "successes": 2}),
-    ("log.rotated", 5, lambda a, r, t: {**_logfile(a, r, t), "rotated_to": "/var/log/syslog.1", "mode": "rename"}),
-    ("host.address_changed", 3, lambda a, r, t: {"interface": "eth0", "mac": "02:00:00:00:00:01", "before": [],
-                                                 "after": [f"192.0.2.{r.randint(2, 250)}/24"], "added": [], "removed": []}),
-    ("config.applied", 2, lambda a, r, t: {"version": r.randint(1, 20)}),
-    ("log.moved", 2, lambda a, r, t: {**_logfile(a, r, t), "moved_to": "/var/log/syslog.1", "within_set": True}),
-    ("host.remote_listener", 2, lambda a, r, t: {"protocol": "tcp", "address": "127.0.0.1", "port": 5900, "pid": 990,
+    ("camera.up", 6, lambda a, r, t: {**_cam(a, r), **_probe("L3", "ok", t), "previous": "up", "successes": 2}),
+    ("log.rotated", 6, lambda a, r, t: {**_logfile(a, r, t), "rotated_to": "/var/log/syslog.1", "mode": "rename"}),
+    ("log.moved", 3, lambda a, r, t: {**_logfile(a, r, t), "moved_to": "/var/log/syslog.1", "within_set": True}),
+    ("host.remote_listener", 3, lambda a, r, t: {"protocol": "tcp", "address": "127.0.0.1", "port": 5900, "pid": 990,
                                                  "process": "x11vnc"}),  # loopback: rule 210's filter refuses it
-    ("device.missing", 2, lambda a, r, t: {"mac": r.choice(a.devices)["mac"], "registered_ip": "192.0.2.21",
+    ("device.missing", 3, lambda a, r, t: {"mac": r.choice(a.devices)["mac"], "registered_ip": "192.0.2.21",
                                            "entry": "考试终端-1", "last_seen": round(t - 120, 3)}),
-    ("device.returned", 2, lambda a, r, t: {"mac": r.choice(a.devices)["mac"], "registered_ip": "192.0.2.21",
+    ("device.returned", 3, lambda a, r, t: {"mac": r.choice(a.devices)["mac"], "registered_ip": "192.0.2.21",
                                             "entry": "考试终端-1", "last_seen": round(t, 3), "now": round(t, 3)}),
-    ("camera.rebooted", 1, lambda a, r, t: {**_cam(a, r), "how": "uptime", "old_origin": 1, "new_origin": 2,
-                                            "detected_at": round(t, 3)}),
-    ("recorder.rebooted", 1, lambda a, r, t: {**a.recorder, "previous_boot": "b1", "boot": "b2", "uptime_s": 40,
-                                              "clock": round(t, 3)}),
     ("watcher.error", 1, lambda a, r, t: {"watcher": "cameras", "error": "timed out"}),
+    ("watcher.recovered", 1, lambda a, r, t: {"watcher": "cameras"}),
 ]
 
 
@@ -241,7 +234,19 @@ EPISODES: list[tuple[str, float, Callable[[BenchAgent, random.Random, float], li
     ("log deleted", 4, lambda a, r, t: [("log.deleted", {**_logfile(a, r, t, r.choice(("syslog", "auth", "app"))),
                                                          "unshipped_bytes": 0})]),
     ("agent offline", 8, lambda a, r, t: [("agent.offline", {}), ("agent.online", {})]),
+    # Changes that rule 710 judges when the venue is sealed (a passing readiness check until the last exam ends).
+    ("config applied", 2, lambda a, r, t: [("config.applied", {"version": r.randint(2, 20)})]),
+    ("host address changed", 2, lambda a, r, t: [("host.address_changed", {
+        "interface": "eth0", "mac": f"02:00:00:00:{a.v & 255:02x}:{a.h:02x}", "before": [f"192.0.2.{100 + a.h}/24"],
+        "after": [f"192.0.2.{r.randint(130, 250)}/24"], "added": [], "removed": []})]),
+    ("camera rebooted", 2, lambda a, r, t: [("camera.rebooted", {**_cam(a, r), "how": "uptime", "old_origin": 1,
+                                                                  "new_origin": 2, "detected_at": round(t, 3)})]),
+    ("recorder rebooted", 1, lambda a, r, t: [("recorder.rebooted", {**a.recorder, "previous_boot": "b1", "boot": "b2",
+                                                                      "uptime_s": 40, "clock": round(t, 3)})]),
 ]
+
+
+LONE = ("log deleted", "config applied", "host address changed", "camera rebooted", "recorder rebooted")
 
 
 def plan_agent(a: BenchAgent, n: int, share: float, r: random.Random, t0: float, t1: float) -> Timeline:
@@ -252,8 +257,9 @@ def plan_agent(a: BenchAgent, n: int, share: float, r: random.Random, t0: float,
     names, weights = [e[0] for e in EPISODES], [e[1] for e in EPISODES]
     built = 0
     while built < fault_events:
-        # the last fault event of an odd count is a lone log.deleted (a point rule: no clearer)
-        i = r.choices(range(len(EPISODES)), weights)[0] if fault_events - built > 1 else names.index("log deleted")
+        # the last fault event of an odd count is one of the single-event episodes
+        pool = range(len(EPISODES)) if fault_events - built > 1 else [names.index(n) for n in LONE]
+        i = r.choices(pool, [weights[k] for k in pool])[0]
         t = r.uniform(t0, t1 - 60)
         dur = r.uniform(10, 55) if r.random() < 0.35 else r.uniform(120, 2400)  # blips below held, and real faults
         t_end = min(t + dur, t1 - 1)
@@ -376,7 +382,7 @@ def database(db: str, tmp: Path) -> Iterator[str]:
 
 
 def prepare(store: Store, agents: list[BenchAgent], day: dt.date, venues: int) -> None:
-    """Venues, enrolled agents (online since the night, boot 0), today's sessions, a few maintenance windows."""
+    """Venues, enrolled agents (online since the night, boot 0), today's sessions, seals, a few maintenance windows."""
     for v in range(venues):
         store.add_venue(venue_id(v))
     for a in agents:
@@ -392,6 +398,12 @@ def prepare(store: Store, agents: list[BenchAgent], day: dt.date, venues: int) -
             {"version_id": version, "session_id": f"{venue_id(v)}-{i}", "venue_id": venue_id(v), "room": room,
              "subject": subject, "start": at(day, start), "end": at(day, end)}
             for v in range(venues) for i, (room, start, end, subject) in enumerate(SESSIONS)])
+        last_end = max(at(day, end) for _, _, end, _ in SESSIONS)
+        sealed_at = at(day - dt.timedelta(days=1), "17:00")
+        conn.execute(schema.seals.insert(), [
+            {"venue_id": venue_id(v), "exam_day": day.isoformat(), "sealed_at": sealed_at, "until": last_end,
+             "report_id": v + 1, "baseline": {}, "changes": []}
+            for v in range(venues) if random.Random(f"seal-{v}").random() < SEALED_SHARE])
         maint = [v for v in range(venues) if random.Random(v).random() < MAINTENANCE_SHARE]
         if maint:
             conn.execute(schema.maintenance_windows.insert(), [
@@ -412,6 +424,7 @@ class Result:
     rules_s: float
     rules_events: int
     steps: int
+    cpu: tuple[float, float]  # this process's CPU seconds: ingest, rulebook (wall >> CPU: the machine was shared)
     split: dict[str, float]
     cases: list[tuple[int, str, str, int]]  # rule, severity, state, count
     conditions: int
@@ -434,11 +447,11 @@ def run_mix(w: Workload, agents: list[BenchAgent], args: argparse.Namespace, day
             try:
                 ing = Ingestor(store, vault, new_private_key())
                 ing.load()
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 for i in range(0, len(w.messages), args.batch):
                     ing.handle(w.messages[i:i + args.batch])
                     vault.tick()
-                ingest_s = time.perf_counter() - t
+                ingest_s, ingest_cpu = time.perf_counter() - t, time.process_time() - c
             finally:
                 vault.close()
             with store.engine.connect() as conn:
@@ -451,7 +464,7 @@ def run_mix(w: Workload, agents: list[BenchAgent], args: argparse.Namespace, day
                 setattr(runner, name, _timed(getattr(runner, name), split, part))
             profiler = cProfile.Profile() if args.profile else None
             total = steps = 0
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if profiler:
                 profiler.enable()
             while True:
@@ -461,7 +474,7 @@ def run_mix(w: Workload, agents: list[BenchAgent], args: argparse.Namespace, day
                     break
             if profiler:
                 profiler.disable()
-            rules_s = time.perf_counter() - t
+            rules_s, rules_cpu = time.perf_counter() - t, time.process_time() - c
             c = schema.cases.c
             with store.engine.connect() as conn:
                 cases = [tuple(row) for row in conn.execute(
@@ -471,41 +484,41 @@ def run_mix(w: Workload, agents: list[BenchAgent], args: argparse.Namespace, day
             if profiler:
                 s = io.StringIO()
                 st = pstats.Stats(profiler, stream=s)
-                s.write(shares(st, total))
+                s.write(shares(st, total, rules_s))
                 st.sort_stats("tottime").print_stats(args.profile)
                 st.sort_stats("cumulative").print_stats(args.profile)
                 prof = s.getvalue()
             return Result(w.name, sum(w.kinds.values()), ingest_s, indexed, ing.counters["dead_letters"], rules_s, total,
-                          steps, split, cases, len(runner.rulebook.conditions), prof)
+                          steps, (ingest_cpu, rules_cpu), split, cases, len(runner.rulebook.conditions), prof)
         finally:
             store.close()
 
 
-#: Where the rulebook's time goes, by the functions whose cumulative time makes each part.
+#: Where the rulebook's time goes: (label, (file suffix, function)...), by cumulative time.
 PARTS = (
     ("read: RulebookRunner._next_events (SELECT, JSON decode of data, Event objects)", ("rulerunner.py", "_next_events")),
-    ("  of which JSON decode of records.data", ("json/decoder.py", "raw_decode")),
+    ("  of which json decode of records.data", ("json/decoder.py", "raw_decode")),
     ("case writes: StoreSink.open", ("cases.py", "open")),
     ("case writes: StoreSink.update", ("cases.py", "update")),
     ("case writes: StoreSink.close", ("cases.py", "close")),
-    ("case writes: StoreSink.escalate / affects", ("cases.py", "escalate"), ("cases.py", "affects")),
+    ("case writes: StoreSink.escalate + affects", ("cases.py", "escalate"), ("cases.py", "affects")),
     ("rule memory: RulebookRunner._save (rule_state DELETE + INSERT)", ("rulerunner.py", "_save")),
-    ("  of which Rulebook.take_changes (Condition.to_json: dataclasses.asdict)", ("rulebook.py", "take_changes")),
-    ("all SQL statements: Connection.execute (build, compile cache, run)", ("sqlalchemy/engine/base.py", "execute")),
-    ("  of which building statements: .values(...) (literal coercion, cache keys)", ("sqlalchemy/sql/dml.py", "values")),
+    ("  of which Rulebook.take_changes (Condition.to_json = dataclasses.asdict)", ("rulebook.py", "take_changes")),
     ("transaction commit", ("sqlalchemy/engine/base.py", "_commit_impl")),
+    ("across all: SQLAlchemy Connection.execute (compile cache, params, run)", ("sqlalchemy/engine/base.py", "execute")),
+    ("across all: SQLAlchemy .values(...) building statements with literals", ("sqlalchemy/sql/dml.py", "values")),
 )
 
 
-def shares(st: pstats.Stats, events: int) -> str:
-    """A table of the parts above: seconds, µs/event and share of the whole rulebook time (profiled)."""
+def shares(st: pstats.Stats, events: int, seconds: float) -> str:
+    """The parts above: seconds, µs/event and share of the (profiled) rulebook time."""
     stats = st.stats  # type: ignore[attr-defined]
-    total = sum(ct for (f, _, fn), (_, _, _, ct, _) in stats.items() if f.endswith("rulerunner.py") and fn == "step")
-    lines = [f"where the rulebook's time goes (under cProfile, {total:.1f} s in RulebookRunner.step for {events} events):"]
+    lines = [f"where the rulebook's time goes (under cProfile: {seconds:.1f} s for {events} events, "
+             f"{1e6 * seconds / max(events, 1):.1f} µs/event):"]
     for label, *keys in PARTS:
         t = sum(ct for (f, _, fn), (_, _, _, ct, _) in stats.items()
                 for suffix, name in keys if f.endswith(suffix) and fn == name)
-        lines.append(f"  {label:78} {t:7.2f} s {1e6 * t / max(events, 1):7.1f} µs/event {100 * t / max(total, 1e-9):5.1f} %")
+        lines.append(f"  {label:78} {t:7.2f} s {1e6 * t / max(events, 1):7.1f} µs/event {100 * t / max(seconds, 1e-9):5.1f} %")
     return "\n".join(lines) + "\n\n"
 
 
@@ -544,7 +557,8 @@ def report(args: argparse.Namespace, day: dt.date, works: list[Workload], result
     print(f"command:  {shlex.join([sys.executable, *sys.argv])}\nmachine:  {machine()}\ndatabase: {db}")
     print(f"workload: {args.venues} venues x {args.hosts} hosts = {args.venues * args.hosts} agents, "
           f"{args.events_per_agent} events/agent over {day} {DAY[0]}-{DAY[1]} Asia/Shanghai; "
-          f"{len(SESSIONS)} exam sessions/venue (2 rooms x 2); {args.records_per_envelope} records/envelope; "
+          f"{len(SESSIONS)} exam sessions/venue (2 rooms x 2); {SEALED_SHARE:.0%} of venues sealed since the day before, "
+          f"{MAINTENANCE_SHARE:.0%} with approved maintenance; {args.records_per_envelope} records/envelope; "
           f"ingest batches of {args.batch} messages; rulebook step limit {args.step_limit}, now = end of day; "
           f"{len(check_rules(SHIPPED_RULES)[0])} rules from {SHIPPED_RULES}")
     print("mix (share of events):")
@@ -574,6 +588,10 @@ def report(args: argparse.Namespace, day: dt.date, works: list[Workload], result
             by_rule[rule] += n
         print(f"{r.name}: indexed {r.ingest_records} of {r.events} records (dead letters {r.dead_letters}) in "
               f"{r.ingest_s:.1f} s; rulebook {r.rules_events} events in {r.rules_s:.1f} s over {r.steps} steps")
+        cpu_ing, cpu_rb = r.ingest_records / max(r.cpu[0], 1e-9), r.rules_events / max(r.cpu[1], 1e-9)
+        print(f"  this process's CPU time / wall time: ingest {100 * r.cpu[0] / r.ingest_s:.0f} %, rulebook "
+              f"{100 * r.cpu[1] / r.rules_s:.0f} %; per CPU second: ingest {cpu_ing:,.0f} rec, rulebook {cpu_rb:,.0f} ev, "
+              f"ratio {cpu_rb / cpu_ing:.2f}")
         print(f"  rulebook µs/event: read from the index {1e6 * r.split['read'] / e:.1f}, evaluate + case writes + commit "
               f"{1e6 * rest / e:.1f}, save memory {1e6 * r.split['save'] / e:.1f}")
         print(f"  cases opened: {opened} ({', '.join(f'{k}: {v}' for k, v in sorted(by_rule.items())) or 'none'}); "
