@@ -258,7 +258,7 @@ def plan_agent(a: BenchAgent, n: int, share: float, r: random.Random, t0: float,
     built = 0
     while built < fault_events:
         # the last fault event of an odd count is one of the single-event episodes
-        pool = range(len(EPISODES)) if fault_events - built > 1 else [names.index(n) for n in LONE]
+        pool = range(len(EPISODES)) if fault_events - built > 1 else [names.index(x) for x in LONE]
         i = r.choices(pool, [weights[k] for k in pool])[0]
         t = r.uniform(t0, t1 - 60)
         dur = r.uniform(10, 55) if r.random() < 0.35 else r.uniform(120, 2400)  # blips below held, and real faults
