@@ -11,10 +11,11 @@ who did what and when is part of the legal record.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.config import NotifySection
 from collector.rulebook import Condition, Span
@@ -41,74 +42,146 @@ class CaseError(ValueError):
 
 @dataclass
 class StoreSink:
-    """Writes the rulebook's case changes through ``conn`` (the rulebook's transaction)."""
+    """Writes the rulebook's case changes through ``conn`` (the rulebook's transaction).
+
+    A step may open or touch cases for every one of thousands of events, so nothing is written
+    one statement per change: a new case gets its id at once (the rulebook keeps it) from ids
+    reserved in blocks, and every change is noted; :meth:`flush` then reads the existing cases the
+    step touched in one query (locked on PostgreSQL against people's actions), replays the changes
+    on them in order — each notice is a snapshot of its case at its own version — and writes new
+    cases, changed cases, evidence, actions and notices with one statement each.
+    """
 
     conn: sa.Connection
     notify: NotifySection | None
     now: float
+    _new: dict[int, dict[str, Any]] = field(default_factory=dict)  # cases opened in this step, by id
+    _changes: list[tuple[int, dict[str, Any], str]] = field(default_factory=list)  # (case, values, notice or "")
+    _evidence: list[dict[str, Any]] = field(default_factory=list)
+    _actions: list[dict[str, Any]] = field(default_factory=list)
+    _ids: list[int] = field(default_factory=list)  # reserved case ids, next last
+    _block: int = 1
+    _top: int | None = None  # SQLite: the highest case id
 
     def open(self, cond: Condition, rule: Rule, span: Span, evidence: list[list[Any]]) -> int:
         clause = {**rule.clause.model_dump(), "also": [c.model_dump() for c in rule.also]}
-        row = {"venue_id": cond.venue_id, "rule_id": rule.id, "title": rule.title, "clause": clause,
-               "severity": span.severity, "subject": cond.subject, "room": cond.room, "session_id": span.session_id,
-               "agent_id": cond.agent_id, "state": "open", "status": "new", "first_seen": span.start,
-               "last_seen": max(span.start, cond.last_seen), "opened_at": span.start, "closed_at": None,
-               "events": cond.events, "version": 1}
-        case_id = int(self.conn.execute(schema.cases.insert().values(**row)).inserted_primary_key[0])
-        self._evidence(case_id, evidence)
+        case_id = self._next_id()
+        self._new[case_id] = {
+            "id": case_id, "venue_id": cond.venue_id, "rule_id": rule.id, "title": rule.title, "clause": clause,
+            "severity": span.severity, "subject": cond.subject, "room": cond.room, "session_id": span.session_id,
+            "agent_id": cond.agent_id, "state": "open", "status": "new", "first_seen": span.start,
+            "last_seen": max(span.start, cond.last_seen), "opened_at": span.start, "closed_at": None,
+            "events": cond.events, "version": 1}
+        self._changes.append((case_id, {}, "opened"))
+        self._add_evidence(case_id, evidence)
         self._action(case_id, "opened", span.start, {"severity": span.severity, "session_id": span.session_id,
                                                      "subject": cond.subject, "rule_file": rule.file.name})
-        self._announce(case_id, "opened")
         return case_id
 
     def update(self, case_id: int, cond: Condition, evidence: list[list[Any]]) -> None:
-        c = schema.cases.c
-        self.conn.execute(schema.cases.update().where(c.id == case_id).values(
-            last_seen=sa.func.max(c.last_seen, cond.last_seen) if self._sqlite else sa.func.greatest(c.last_seen, cond.last_seen),
-            events=cond.events))
-        self._evidence(case_id, evidence)
+        self._changes.append((case_id, {"last_seen": cond.last_seen, "events": cond.events}, ""))
+        self._add_evidence(case_id, evidence)
 
     def escalate(self, case_id: int, severity: str, at: float) -> None:
-        self._change(case_id, {"severity": severity})
+        self._changes.append((case_id, {"severity": severity, "version": 1}, "escalated"))
         self._action(case_id, "escalated", at, {"severity": severity})
-        self._announce(case_id, "escalated")
 
     def affects(self, case_id: int, session_id: str) -> None:
-        self._change(case_id, {"session_id": session_id})
+        self._changes.append((case_id, {"session_id": session_id, "version": 1}, ""))
 
-    def close(self, case_id: int, at: float) -> None:
-        self._change(case_id, {"state": "closed", "closed_at": at})
-        self._action(case_id, "closed", at, {})
-        self._announce(case_id, "closed")
+    def close(self, case_id: int, at: float, withdrawn: bool = False) -> None:
+        self._changes.append((case_id, {"state": "closed", "closed_at": at, "version": 1}, "closed"))
+        # withdrawn: evidence that came late showed the stretch was never a case (see Rulebook._withdraw)
+        self._action(case_id, "closed", at, {"withdrawn": True} if withdrawn else {})
 
-    @property
-    def _sqlite(self) -> bool:
-        return self.conn.dialect.name == "sqlite"
+    def flush(self) -> None:
+        """Write what the step collected; call once, before the step's transaction commits."""
+        rows = {**self._existing({cid for cid, _, _ in self._changes} - set(self._new)), **self._new}
+        bumps: dict[int, int] = {}
+        notices = []
+        for cid, values, notice in self._changes:
+            row = rows[cid]
+            for name, value in values.items():
+                if name == "version":
+                    row["version"] += 1
+                    bumps[cid] = bumps.get(cid, 0) + 1
+                elif name == "last_seen":
+                    row["last_seen"] = max(row["last_seen"], value)
+                else:
+                    row[name] = value
+            if notice and self.notify is not None:
+                notices.append((dict(row), notice))
+        if self._new:
+            self.conn.execute(schema.cases.insert(), list(self._new.values()))
+        changed = [{"cid": cid, "bump": bumps.get(cid, 0), **{k: row[k] for k in _WRITTEN}}
+                   for cid, row in sorted(rows.items()) if cid not in self._new]
+        if changed:
+            self.conn.execute(_UPDATE_CASE[self.conn.dialect.name == "sqlite"], changed)
+        if self._evidence:
+            self.conn.execute(_insert_ignoring_duplicates(self.conn, schema.case_evidence), self._evidence)
+        if self._actions:
+            self.conn.execute(schema.case_actions.insert(), self._actions)
+        if notices:
+            from collector import notify
 
-    def _change(self, case_id: int, values: dict[str, Any]) -> None:
-        c = schema.cases.c
-        self.conn.execute(schema.cases.update().where(c.id == case_id).values(**values, version=c.version + 1))
+            for case, change in notices:
+                notify.enqueue(self.conn, case, change, self.notify, self.now)
+        self._new.clear()
+        self._changes.clear()
+        self._evidence.clear()
+        self._actions.clear()
 
-    def _evidence(self, case_id: int, evidence: list[list[Any]]) -> None:
-        if not evidence:
-            return
-        have = {r for (r,) in self.conn.execute(sa.select(schema.case_evidence.c.record_id).where(
-            schema.case_evidence.c.case_id == case_id, schema.case_evidence.c.record_id.in_([e[0] for e in evidence])))}
-        rows = [{"case_id": case_id, "record_id": rid, "vault_index": vi, "kind": kind, "at": at, "agent_id": agent,
-                 "seq": seq} for rid, vi, kind, at, agent, seq in evidence if rid not in have]
-        if rows:
-            self.conn.execute(schema.case_evidence.insert(), rows)
+    def _existing(self, ids: set[int]) -> dict[int, dict[str, Any]]:
+        """Cases opened in earlier steps, as stored (locked on PostgreSQL until the step commits)."""
+        out: dict[int, dict[str, Any]] = {}
+        ordered = sorted(ids)
+        for i in range(0, len(ordered), 500):
+            q = sa.select(schema.cases).where(schema.cases.c.id.in_(ordered[i:i + 500]))
+            if self.conn.dialect.name == "postgresql":
+                q = q.with_for_update()
+            out.update((r["id"], dict(r)) for r in self.conn.execute(q).mappings())
+        return out
+
+    def _add_evidence(self, case_id: int, evidence: list[list[Any]]) -> None:
+        self._evidence += [{"case_id": case_id, "record_id": rid, "vault_index": vi, "kind": kind, "at": at,
+                            "agent_id": agent, "seq": seq} for rid, vi, kind, at, agent, seq in evidence]
 
     def _action(self, case_id: int, action: str, at: float, data: dict[str, Any]) -> None:
-        record_action(self.conn, case_id, action, "rulebook", "rulebook", "", at, data)
+        self._actions.append({"case_id": case_id, "action": action, "actor": "rulebook", "role": "rulebook",
+                              "reason": "", "at": at, "data": data, "vault_index": None})
 
-    def _announce(self, case_id: int, change: str) -> None:
-        if self.notify is None:
-            return
-        from collector import notify
+    def _next_id(self) -> int:
+        """A case id, reserved from the sequence (PostgreSQL) in doubling blocks, or past the
+        highest (SQLite, where the rulebook's transaction is the only writer of cases)."""
+        if not self._ids:
+            if self.conn.dialect.name == "postgresql":
+                found = self.conn.execute(sa.text("SELECT nextval(pg_get_serial_sequence('cases', 'id')) "
+                                                  "FROM generate_series(1, :n)"), {"n": self._block}).scalars()
+                self._ids = sorted(found, reverse=True)
+                self._block = min(self._block * 2, 1024)
+            else:
+                if self._top is None:
+                    self._top = self.conn.execute(sa.select(sa.func.max(schema.cases.c.id))).scalar() or 0
+                self._top += 1
+                self._ids = [self._top]
+        return self._ids.pop()
 
-        row = self.conn.execute(sa.select(schema.cases).where(schema.cases.c.id == case_id)).mappings().one()
-        notify.enqueue(self.conn, dict(row), change, self.notify, self.now)
+
+#: What the rulebook writes back to a case it touched; ``status`` is people's, and ``version``
+#: moves by the step's own changes (so an action taken meanwhile is never undone).
+_WRITTEN = ("severity", "session_id", "state", "closed_at", "last_seen", "events")
+_UPDATE_CASE = {  # by "is it SQLite?": the larger of two values is max() there, greatest() elsewhere
+    on_sqlite: schema.cases.update().where(schema.cases.c.id == sa.bindparam("cid")).values(
+        {**{k: sa.bindparam(k) for k in _WRITTEN},
+         "last_seen": (sa.func.max if on_sqlite else sa.func.greatest)(schema.cases.c.last_seen, sa.bindparam("last_seen")),
+         "version": schema.cases.c.version + sa.bindparam("bump")})
+    for on_sqlite in (True, False)}
+
+
+def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table) -> Any:
+    """INSERT that skips rows whose primary key exists (evidence re-sent after a restore);
+    the store runs on SQLite or PostgreSQL, which both have ON CONFLICT DO NOTHING."""
+    return (sqlite if conn.dialect.name == "sqlite" else postgresql).insert(table).on_conflict_do_nothing()
 
 
 def record_action(conn: sa.Connection, case_id: int, action: str, actor: str, role: str, reason: str, at: float,
@@ -120,11 +193,14 @@ def record_action(conn: sa.Connection, case_id: int, action: str, actor: str, ro
 
 
 def act(store: Store, case_id: int, action: str, actor: str, reason: str, now: float,
-        notify_cfg: NotifySection | None = None) -> dict[str, Any]:
-    """A person's action on a case; returns the case as it is now. Raises CaseError when not allowed."""
+        notify_cfg: NotifySection | None = None, *, role: str | None = None) -> dict[str, Any]:
+    """A person's action on a case; returns the case as it is now. Raises CaseError when not allowed.
+    ``role`` is the actor's real role for the record (the pages pass the user's: an authority admin
+    may acknowledge); without it, the role the action belongs to."""
     if action not in ACTIONS:
         raise CaseError(f"unknown action {action!r}; one of: {', '.join(ACTIONS)}")
-    role, starts, after, needs_reason = ACTIONS[action]
+    usual_role, starts, after, needs_reason = ACTIONS[action]
+    role = role or usual_role
     if not actor.strip():
         raise CaseError("who acts must be named (--by)")
     if needs_reason and not reason.strip():

@@ -22,7 +22,7 @@ opening on a camera that is still off).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collector.eventkinds import ROOM_SCOPED, subject_fields
@@ -104,7 +104,12 @@ class Condition:
             self.evidence.append(event.evidence())
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The condition as JSON-ready data, sharing its lists (saved at once, so no copy is needed:
+        ``asdict`` deep-copied up to ``MAX_EVIDENCE`` entries per condition on every save)."""
+        return {"venue_id": self.venue_id, "rule_id": self.rule_id, "subject": self.subject, "agent_id": self.agent_id,
+                "room": self.room, "since": self.since, "until": self.until, "last_seen": self.last_seen,
+                "events": self.events, "hits": self.hits, "evidence": self.evidence,
+                "cases": [vars(c) for c in self.cases]}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Condition:
@@ -118,7 +123,7 @@ class CaseSink(Protocol):
     def update(self, case_id: int, cond: Condition, evidence: list[list[Any]]) -> None: ...
     def escalate(self, case_id: int, severity: str, at: float) -> None: ...
     def affects(self, case_id: int, session_id: str) -> None: ...
-    def close(self, case_id: int, at: float) -> None: ...
+    def close(self, case_id: int, at: float, withdrawn: bool = False) -> None: ...
 
 
 def condition_key(venue_id: str, rule_id: int, subject: str) -> str:
@@ -183,6 +188,7 @@ class Rulebook:
                 self.openers.setdefault(m.event, []).append((r, m))
             for kind in r.cleared_by + (r.absent.events if r.absent else []):
                 self.clearers.setdefault(kind, []).append(r)
+        self.kinds = frozenset(self.openers) | frozenset(self.clearers)  # event kinds some rule reads
         for key in [k for k, c in self.conditions.items() if c.rule_id not in self.rules]:
             self._drop(key)
 
@@ -343,8 +349,24 @@ class Rulebook:
             if span.final:
                 sink.close(ref.id, span.end)
                 ref.closed = True
+        self._withdraw(cond, len(spans), sink)
         if self._finished(cond, rule, now):
             self._drop(cond.key)
+
+    def _withdraw(self, cond: Condition, kept: int, sink: CaseSink) -> None:
+        """Close cases whose stretch no longer exists, at the condition's end.
+
+        A case opens as soon as the evidence in hand shows its stretch; a clearing event that comes
+        later from an agent's backlog, with an earlier time, can show the condition never lasted
+        ``held`` or ended before the exam window. Such a case is closed (and marked withdrawn)
+        rather than left open for ever; it is kept, because it may already have been announced.
+        """
+        if cond.until is None:
+            return  # still going: fewer spans only means ``now`` is an earlier event's time
+        for ref in cond.cases[kept:]:
+            if not ref.closed:
+                sink.close(ref.id, cond.until, withdrawn=True)
+                ref.closed = True
 
     def _finished(self, cond: Condition, rule: Rule, now: float) -> bool:
         if not all(c.closed for c in cond.cases):

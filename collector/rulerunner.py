@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.cases import StoreSink
 from collector.config import NotifySection
@@ -93,19 +94,23 @@ class RulebookRunner:
         if isinstance(self.calendar, StoreCalendar):
             self.calendar.refresh()
         events = self._next_events(limit)
-        self.feed(events, now)
+        # With more indexed events waiting (a backlog), time is not moved on: a condition whose
+        # clearing event is still in the backlog would otherwise turn into a case, wrongly.
+        self.feed(events, now, advance=len(events) < limit)
         return len(events)
 
-    def feed(self, events: list[Event], now: float) -> None:
-        """Evaluate ``events`` (in order) and the time up to ``now`` in one transaction with the
-        memory and the cursor; scenarios and benchmarks may hand events in directly."""
+    def feed(self, events: list[Event], now: float, advance: bool = True) -> None:
+        """Evaluate ``events`` (in order) and, with ``advance``, the time up to ``now``, in one
+        transaction with the memory and the cursor; scenarios and benchmarks may hand events in directly."""
         try:
             with self.store.engine.begin() as conn:
                 sink = StoreSink(conn, self.notify, now)
                 for ev in events:
                     self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
                     self.rulebook.feed(ev, sink)
-                self.rulebook.advance(now, sink)
+                if advance:
+                    self.rulebook.advance(now, sink)
+                sink.flush()
                 if events:
                     self.cursor = max(self.cursor, events[-1].record_id)
                 self._save(conn)
@@ -117,29 +122,35 @@ class RulebookRunner:
             raise
 
     def _next_events(self, limit: int) -> list[Event]:
+        """The next indexed events; ``data`` only for kinds some rule reads (most events are snapshots
+        no rule looks into, and decoding their JSON was most of a step's time)."""
         r = schema.records.c
-        q = (sa.select(r.id, r.venue_id, r.agent_id, r.kind, r.at, r.data, r.vault_index, r.seq)
+        data = sa.case((r.kind.in_(sorted(self.rulebook.kinds)), r.data), else_=sa.null())
+        q = (sa.select(r.id, r.venue_id, r.agent_id, r.kind, r.at, sa.type_coerce(data, sa.JSON).label("data"),
+                       r.vault_index, r.seq)
              .where(r.id > self.cursor, r.stream.in_(EVENT_STREAMS)).order_by(r.id).limit(limit))
         with self.store.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [Event(row.id, row.venue_id, row.agent_id, row.kind, row.at, row.data, row.vault_index, row.seq)
+        return [Event(row.id, row.venue_id, row.agent_id, row.kind, row.at, row.data or {}, row.vault_index, row.seq)
                 for row in rows]
 
     # -- memory ----------------------------------------------------------------------------------
 
     def _save(self, conn: sa.Connection) -> None:
+        """Write the conditions changed in this step, drop the finished ones, move the cursor."""
         saved, removed = self.rulebook.take_changes()
         st = schema.rule_state
-        keys = [CONDITION + k for k in list(saved) + list(removed)]
         rows = [{"key": CONDITION + k, "value": v} for k, v in saved.items()]
         rows += [{"key": CURSOR, "value": {"id": self.cursor}}]
         if self.rulebook.aux_dirty:
             rows += [{"key": COUNTS, "value": self.rulebook.counts}, {"key": ABSENT, "value": self.rulebook.absent_seen}]
             self.rulebook.aux_dirty = False
-        keys += [r["key"] for r in rows if not r["key"].startswith(CONDITION)]
-        for chunk in range(0, len(keys), 500):
-            conn.execute(st.delete().where(st.c.key.in_(keys[chunk:chunk + 500])))
-        conn.execute(st.insert(), rows)
+        gone = [CONDITION + k for k in removed]
+        for chunk in range(0, len(gone), 500):
+            conn.execute(st.delete().where(st.c.key.in_(gone[chunk:chunk + 500])))
+        dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+        upsert = dialect.insert(st)
+        conn.execute(upsert.on_conflict_do_update(index_elements=[st.c.key], set_={"value": upsert.excluded.value}), rows)
 
     def _restore(self) -> None:
         st = schema.rule_state

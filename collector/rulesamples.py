@@ -42,7 +42,7 @@ class MemorySink:
     def affects(self, case_id: int, session_id: str) -> None:
         self.cases[case_id]["session"] = session_id
 
-    def close(self, case_id: int, at: float) -> None:
+    def close(self, case_id: int, at: float, withdrawn: bool = False) -> None:
         self.cases[case_id]["closed"] = at
 
 

@@ -29,6 +29,7 @@ def _open_case(store: Store, at: float = DEC_2026) -> int:
     with store.engine.begin() as conn:
         sink = cases.StoreSink(conn, None, at)
         book.feed(Event(1, "V1", "a1", "recorder.down", at, {"recorder": "r1"}, 7), sink)
+        sink.flush()
     return cases.cases(store)[0]["id"]
 
 

@@ -179,6 +179,22 @@ def test_a_restarted_rulebook_continues_where_it_stopped(tmp_path: Path, store: 
     assert [tuple(r) for r in rows] == [(T0 + 600, T0 + 800)]
 
 
+def test_a_backlog_worked_off_in_slices_does_not_move_time_before_it_is_read(store: Store) -> None:
+    """An agent's backlog (camera down 30 s, then up) read one event per step an hour later: no case.
+
+    Moving time to "now" after the first slice would see the camera down for an hour and open a
+    case that the next slice withdraws; cases must not depend on how the backlog is sliced.
+    """
+    store.add_venue("V1")
+    runner = RulebookRunner(store, SHIPPED_RULES, MemoryCalendar([ExamSession("V1", "第1考场", T0, T0 + 7200, "S1")]))
+    _index(store, 1, "camera.down", T0 + 600, CAM)
+    _index(store, 2, "camera.up", T0 + 630, CAM)
+    later = T0 + 4200
+    assert [runner.step(now=later, limit=1) for _ in range(3)] == [1, 1, 0]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.cases)).scalar() == 0
+
+
 def test_a_long_day_is_evaluated_quickly_enough_to_notice_a_regression(store: Store) -> None:
     """Not a benchmark (bench/rules.py is): 2,000 events of a busy day step through in one go."""
     store.add_venue("V1")
@@ -228,3 +244,18 @@ def test_a_failed_step_leaves_no_half_memory(tmp_path: Path, store: Store) -> No
     assert runner.step(now=T0) == 1
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.cases)).scalar() == 1
+
+
+def test_a_condition_saved_and_restored_is_the_same() -> None:
+    """to_json is written by hand (no deep copy): it must carry every field, cases included."""
+    import dataclasses
+    import json
+
+    from collector.rulebook import CaseRef, Condition
+
+    cond = Condition("V1", 410, "mac=aa", "a1", "第1考场", 100.0, until=200.0, last_seen=190.0, events=3,
+                     hits=[100.0, 190.0, "violation", "S1"], evidence=[[1, 7, "camera.down", 100.0, "a1", 5]],
+                     cases=[CaseRef(9, "violation", True, 1, 3, "S1")])
+    doc = json.loads(json.dumps(cond.to_json()))
+    assert set(doc) == {f.name for f in dataclasses.fields(Condition)}
+    assert Condition.from_json(doc) == cond

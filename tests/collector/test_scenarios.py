@@ -57,11 +57,12 @@ def _plan(store: Store, doc: dict[str, Any], day: str) -> None:
 
 def _index(store: Store, n: int, ev: dict[str, Any], day: str) -> float:
     at = when(ev["at"], day)
+    received = when(ev["received"], day) if "received" in ev else at
     stream = "collector" if EVENT_KINDS[ev["kind"]].source == "collector" else "ev"
     rec = NewRecord(ev.get("agent", "agent-1"), VENUE, None if stream == "collector" else n, "boot-1", stream,
-                    ev["kind"], at, at, ev.get("data", {}), f"{n:064x}", n)
+                    ev["kind"], at, received, ev.get("data", {}), f"{n:064x}", n)
     store.commit(Batch(records=[rec]))
-    return at
+    return received
 
 
 def replay(store: Store, doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +71,7 @@ def replay(store: Store, doc: dict[str, Any]) -> list[dict[str, Any]]:
     _plan(store, doc, day)
     runner = RulebookRunner(store, SHIPPED_RULES, StoreCalendar(store))
     for n, ev in enumerate(doc["events"], start=1):
-        runner.step(now=_index(store, n, ev, day))
+        runner.step(now=when(ev["tick"], day) if "tick" in ev else _index(store, n, ev, day))
     runner.step(now=when(doc["until"], day))
     c = schema.cases.c
     with store.engine.connect() as conn:
