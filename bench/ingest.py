@@ -24,11 +24,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
@@ -42,6 +41,8 @@ from collector.store import Store, schema
 from protocol import topics
 from protocol.envelope import Envelope, record
 from protocol.keys import new_private_key, public_b64
+
+from pgschema import pg_schema  # bench/ is on sys.path
 
 VENUE = "BENCH"
 WARMUP_AGENT = "bench-warmup"
@@ -237,22 +238,9 @@ def collector_phases(tmp: Path, db_url: str, agents: list[BenchAgent], warm: Ite
         broker.stop()
 
 
-@contextmanager
-def database(url: str) -> Iterator[str]:
+def database(url: str) -> ContextManager[str]:
     """The store URL: '' (SQLite in the data dir) as is; for PostgreSQL a fresh schema, dropped afterwards."""
-    if not url.startswith("postgresql"):
-        yield url
-        return
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+    return pg_schema(url)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -313,7 +301,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--db", default="", help="store URL; empty = SQLite in the temp dir; postgresql+psycopg://... "
                                             "gets a fresh schema, dropped afterwards")
     p.add_argument("--timeout", type=float, default=120.0, help="per-phase wait for the last ack after publishing")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="100 agents, 2,000 envelopes, 200/s for 3 s: a short check "
+                                                        "of the whole path, not figures")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.agents, args.envelopes, args.rate, args.seconds = 100, 2000, 200.0, 3.0
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

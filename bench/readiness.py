@@ -29,11 +29,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -52,6 +51,8 @@ from protocol.envelope import Envelope, record  # noqa: E402
 from protocol.errors import ProtocolError  # noqa: E402
 from protocol.keys import load_public_b64, new_private_key, public_b64  # noqa: E402
 from protocol.readiness import ITEMS, REPORT_KIND, Command, ItemResult, Report, command_message, parse_command  # noqa: E402
+
+from pgschema import pg_schema  # noqa: E402  (bench/ is on sys.path)
 
 TZ = "Asia/Shanghai"  # the collector's default [schedule] timezone
 BOOT = "bench-boot"
@@ -494,22 +495,9 @@ def raw_phase(tmp: Path, specs: list[Spec], args: argparse.Namespace, day: str) 
 
 # -- phase 2: the real collector -----------------------------------------------------------------
 
-@contextmanager
-def database(url: str) -> Iterator[str]:
+def database(url: str) -> ContextManager[str]:
     """'' (SQLite in the data dir) as is; for PostgreSQL a fresh schema, dropped afterwards."""
-    if not url.startswith("postgresql"):
-        yield url
-        return
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+    return pg_schema(url)
 
 
 def enroll_all(store: Any, specs: list[Spec]) -> None:

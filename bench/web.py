@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -55,8 +54,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from collector.store import Store, schema  # noqa: E402
+from pgschema import PG_DEFAULT, pg_schema  # noqa: E402  (bench/ is on sys.path)
 
-PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TZ = "Asia/Shanghai"
 ZONE = ZoneInfo(TZ)
 PINNED = "10:30"  # the pages' local time of day at the start of the run
@@ -208,17 +207,8 @@ def database(spec: str, tmp: Path) -> Iterator[str]:
     if spec == "sqlite" or spec.startswith("sqlite:"):
         yield f"sqlite:///{tmp / 'index.sqlite3'}" if spec == "sqlite" else spec
         return
-    url = PG_DEFAULT if spec in ("postgresql", "pg") else spec
-    name = f"bench_web_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+    with pg_schema(PG_DEFAULT if spec in ("postgresql", "pg") else spec, "bench_web") as url:
+        yield url
 
 
 def _chunks(rows: list[dict[str, Any]], n: int = 5000) -> Iterator[list[dict[str, Any]]]:
@@ -616,10 +606,12 @@ def pct(values: list[float], p: float) -> float:
 
 # -- profile -------------------------------------------------------------------------------------
 
-def profile(url: str, offset: float, tmp: Path, path: str, runs: int = 9) -> str:
+def profile(url: str, offset: float, tmp: Path, path: str, runs: int = 9, cold: bool = False) -> str:
     """One request for ``path`` in this process and thread: the route's endpoint called with the
     admin as user (the auth middleware's session lookup is what /healthz measures), each SQL
-    statement timed (the median run of ``runs``), and cProfile of one more run."""
+    statement timed (the median run of ``runs``), and cProfile of one more run. ``cold``: the
+    overview's cache is emptied before each call, so every call builds and renders the overview
+    (what a request pays after a change, or every ``overview.MAX_AGE`` seconds)."""
     import inspect
 
     from starlette.requests import Request
@@ -668,6 +660,9 @@ def profile(url: str, offset: float, tmp: Path, path: str, runs: int = 9) -> str
                 kwargs[name] = app.state.ctx
             elif p.default is not inspect.Parameter.empty:
                 kwargs[name] = getattr(p.default, "default", p.default)
+        cache = getattr(app.state, "overview_cache", None)
+        if cold and cache is not None:
+            cache.clear()
         res = endpoint(**kwargs)
         return len(getattr(res, "body", b""))
 
@@ -694,7 +689,8 @@ def profile(url: str, offset: float, tmp: Path, path: str, runs: int = 9) -> str
     timings.sort(key=lambda x: x[0])
     total, cpu_ms, stmts = timings[len(timings) // 2]
     sql = sum(s[0] for s in stmts)
-    out.write(f"  {path} ({endpoint.__module__}.{endpoint.__name__}, {size / 1024:.0f} KB): {total:.1f} ms wall, "
+    label = f"{path} cold (cache emptied: a build)" if cold else path
+    out.write(f"  {label} ({endpoint.__module__}.{endpoint.__name__}, {size / 1024:.0f} KB): {total:.1f} ms wall, "
               f"{cpu_ms:.1f} ms CPU of this thread (median of {runs}); {len(stmts)} SQL statements {sql:.1f} ms "
               f"(execute to first result; fetching rows counts as Python), the rest {total - sql:.1f} ms\n")
     for ms, text in sorted(stmts, key=lambda s: -s[0])[:5]:
@@ -854,8 +850,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
             if not args.no_profile:
                 print("one request in-process (SQL statements timed, slowest first):")
-                for path in ("/", f"/venues/{facts['venue_pages'][0]}"):
-                    profiles.append(profile(url, offset, tmp, path))
+                for path, cold in (("/", False), ("/", True), (f"/venues/{facts['venue_pages'][0]}", False)):
+                    profiles.append(profile(url, offset, tmp, path, cold=cold))
                     print(profiles[-1])
     except Exception as exc:  # noqa: BLE001 - print what there is, then fail
         error = f"{type(exc).__name__}: {exc}"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from collector import config
 from collector.strings import t
@@ -61,9 +62,11 @@ def verify(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
         store = open_store(cfg)
         agents = wiring.agent_keys(store)
         store.close()
+    started = time.time()
     with _progress(total_bytes(root) if root.exists() else 0) as tick:
         report = verify_vault(root, trusted, witness=wiring.witness_dir(cfg), agent_keys=agents,
                               gap_grace=args.gap_grace, progress=tick)
+    _record(cfg, started, report, signatures=agents is not None)
     for r in report.recoveries:
         print(t("vault_recovery", leaf=r["leaf"], segment=r.get("segment"), bytes=r.get("cut_bytes")))
     for p in report.purges:
@@ -84,6 +87,28 @@ def verify(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
     print(t("vault_ok", count=report.size, sealed=report.sealed, checkpoints=report.checkpoints,
             signatures=report.signatures))
     return 0
+
+
+def _record(cfg: config.CollectorConfig, started: float, report: Any, *, signatures: bool) -> None:
+    """Keep this run's result in the store, where the admin page shows it; a store that cannot take
+    it is said on stderr (the verdict above stands either way)."""
+    import sqlalchemy.exc
+
+    from collector.runtime import open_store
+
+    problem = str(report.problems[0])[:2000] if report.problems else ""
+    try:
+        store = open_store(cfg)
+        try:
+            store.record_vault_verification(started_at=started, finished_at=time.time(), ok=not report.problems,
+                                            records=report.size, sealed=report.sealed, checkpoints=report.checkpoints,
+                                            signatures_checked=signatures, problem_count=len(report.problems),
+                                            problem=problem)
+        finally:
+            store.close()
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        url = sqlalchemy.engine.make_url(cfg.database_url).render_as_string(hide_password=True)
+        print(t("vault_verify_not_recorded", url=url, error=exc), file=sys.stderr)
 
 
 @contextmanager

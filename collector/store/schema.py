@@ -43,6 +43,7 @@ agents = sa.Table(
     sa.Column("outbox_depth", sa.Integer),
     sa.Column("clock_offset", sa.Float),
     sa.Column("acked_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Index("ix_agents_venue", "venue_id"),  # the overview and venue pages list a venue's agents
 )
 
 records = sa.Table(
@@ -121,6 +122,7 @@ exam_sessions = sa.Table(
     sa.Column("end", sa.Float, nullable=False),
     sa.Index("ix_exam_sessions_venue_start", "venue_id", "start"),
     sa.Index("ix_exam_sessions_retired", "retired_in"),
+    sa.Index("ix_exam_sessions_start", "start"),  # the overview: all venues' sessions of two days
 )
 
 # A venue-declared special situation (特殊情况), e.g. maintenance of the recorder; once the
@@ -187,7 +189,7 @@ case_actions = sa.Table(
     sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
     sa.Column("action", sa.String(16), nullable=False),
     sa.Column("actor", sa.String(100), nullable=False),
-    sa.Column("role", sa.String(12), nullable=False),  # rulebook / venue / authority
+    sa.Column("role", sa.String(12), nullable=False),  # rulebook, venue / authority (CLI), admin / viewer (pages)
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
@@ -370,4 +372,20 @@ audit_log = sa.Table(
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Index("ix_audit_log_at", "at"),
     sa.Index("ix_audit_log_username_at", "username", "at"),
+)
+
+# Each ``vault verify`` run, so the admin page can show the last result beside the checkpoint age.
+vault_verifications = sa.Table(
+    "vault_verifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),  # leaves checked
+    sa.Column("sealed", sa.BigInteger, nullable=False),
+    sa.Column("checkpoints", sa.Integer, nullable=False),
+    sa.Column("signatures_checked", sa.Boolean, nullable=False),
+    sa.Column("problem_count", sa.Integer, nullable=False),
+    sa.Column("problem", sa.Text, nullable=False),  # the first problem found, "" when ok
+    sa.Index("ix_vault_verifications_finished", "finished_at"),
 )

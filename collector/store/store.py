@@ -256,6 +256,19 @@ class Store:
             rows = conn.execute(sa.select(d.reason, sa.func.count()).group_by(d.reason)).all()
         return {reason: n for reason, n in rows}
 
+    def record_vault_verification(self, **run: Any) -> None:
+        """One ``vault verify`` run (see ``schema.vault_verifications``), so the admin page can show it."""
+        with self.engine.begin() as conn:
+            conn.execute(schema.vault_verifications.insert().values(**run))
+
+    def last_vault_verification(self) -> dict[str, Any] | None:
+        """The newest ``vault verify`` run, or None when it was never run against this store."""
+        v = schema.vault_verifications.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(schema.vault_verifications).order_by(v.finished_at.desc(), v.id.desc())
+                               .limit(1)).mappings().first()
+        return dict(row) if row else None
+
 
 def _new_lines(conn: sa.Connection, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Lines not yet stored: shipping is at least once, so a resent line must not count twice."""

@@ -185,7 +185,8 @@ def take_action(request: Request, c: WebContext, user: User, case_id: int, actio
         auth.audit(request, f"case.{action}", target, f"status {case['status']}", ok=False)
         raise HTTPException(409, t("ui_case_not_now", status=t(f"status.{case['status']}")))
     try:
-        fresh = case_store.act(c.store, case_id, action, user.username, reason.strip(), c.now(), c.notify)
+        fresh = case_store.act(c.store, case_id, action, user.username, reason.strip(), c.now(), c.notify,
+                               role=user.role)
     except case_store.CaseError as exc:  # another person acted first
         auth.audit(request, f"case.{action}", target, str(exc), ok=False)
         raise HTTPException(409, t("ui_case_not_now", status="")) from exc

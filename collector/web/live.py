@@ -1,11 +1,11 @@
 """Live updates without reloading: ``/api/v1/live`` is a server-sent-event stream of changed page
 fragments.
 
-How it works: the stream looks at a cheap *signature* of what the page shows every
+How it works: the stream looks at a cheap *signature* of what the page shows (:mod:`.signature`) every
 ``live_interval`` seconds (a few aggregate queries: offline agents, counts and version sums of
 cases, readiness rounds and reports, schedule imports — never the page's full queries). Only when
-the signature moved does it render the page's fragments again (the same Jinja macros the page
-itself uses) and send each one whose HTML differs from what this stream sent before, as
+the signature moved does it take the page's fragments again (the same Jinja macros the page itself
+uses; for 总览 from the overview's cache, shared with the page and every other stream) and send each one whose HTML differs from what this stream sent before, as
 ``event: fragment`` with ``{"id": <element id>, "html": …}``. ``static/live.js`` swaps them in.
 
 A stream lives ``live_seconds`` (a minute) and then ends; the browser reconnects at once. Each
@@ -22,75 +22,36 @@ import json
 import time
 from typing import Any, AsyncIterator, Callable
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from collector import readiness as rd
-from collector.store import Store, schema
 from collector.web import auth, overview, venue
 from collector.web.auth import User
-from collector.web.render import WebContext, ctx, hm, when
+from collector.web.fragments import render_parts
+from collector.web.render import WebContext, ctx
+from collector.web.signature import signature
 from collector.web.strings import t
 
 PING_SECONDS = 15.0  # a comment line now and then keeps proxies from closing a quiet stream
-OVERVIEW_PARTS = ("counts", "grid", "exams", "violations", "offline", "readiness", "dead_letters")
 VENUE_PARTS = ("agents", "cases", "events")
 
 router = APIRouter()
 
 
-# -- signatures ----------------------------------------------------------------------------------
-
-def signature(store: Store, scope: str | None, day: str, venue_page: bool = False) -> tuple[Any, ...]:
-    """A value that changes whenever something the overview (or a venue page) of ``scope`` shows
-    changes, from a few aggregates on indexed columns: the open cases (the venue page: all of the
-    venue's), the newest readiness round and report, the agents online, the newest schedule
-    import and venue, the newest refused message (and for a venue page its newest record)."""
-    a, c, r, v = schema.agents.c, schema.cases.c, schema.readiness_rounds.c, schema.venue_reports.c
-    cases_q = sa.select(sa.func.count(), sa.func.max(c.id), sa.func.sum(c.version)).select_from(schema.cases)
-    queries: list[Any] = [
-        cases_q if venue_page else cases_q.where(c.state == "open"),
-        sa.select(sa.func.max(r.id)), sa.select(sa.func.max(v.id)),
-        sa.select(sa.func.count(), sa.func.sum(sa.case((a.online.is_(True), 1), else_=0))).where(a.revoked.is_(False)),
-        sa.select(a.id).where(a.revoked.is_(False), a.online.is_(False)).order_by(a.id),
-    ]
-    if scope is not None:
-        queries = [q.where(col == scope) for q, col in zip(queries, (c.venue_id, r.venue_id, v.venue_id, a.venue_id,
-                                                                     a.venue_id))]
-    queries += [sa.select(sa.func.max(schema.schedule_versions.c.id)), sa.select(sa.func.max(schema.venues.c.created_at)),
-                sa.select(sa.func.max(schema.dead_letters.c.id))]
-    if venue_page and scope is not None:
-        rec = schema.records.c
-        queries.append(sa.select(sa.func.max(rec.at)).where(rec.venue_id == scope))
-    with store.engine.connect() as conn:
-        return (day, *(tuple(tuple(row) for row in conn.execute(q)) for q in queries))
-
-
 # -- fragments -----------------------------------------------------------------------------------
 
-def _module(request: Request, name: str, user: User) -> Any:
-    """The page's macro template as a module, with the page's helpers in its context."""
-    c: WebContext = request.app.state.ctx
-    env = request.app.state.templates.env
-    return env.get_template(name).make_module({"me": user, "when": lambda ts: when(ts, c.tz),
-                                               "hm": lambda ts: hm(ts, c.tz), "request": request})
-
-
-def overview_fragments(request: Request, c: WebContext, user: User) -> dict[str, str]:
-    """Each overview section's inner HTML, keyed by its element id."""
-    data = overview.data_for(c, user)
-    parts = _module(request, "overview_parts.html", user)
-    shown = [p for p in OVERVIEW_PARTS if p != "dead_letters" or user.role != "venue"]  # as the page shows them
-    return {f"ov-{p}": str(getattr(parts, p)(data)) for p in shown}
+def overview_fragments(request: Request, c: WebContext, user: User, sig: tuple[Any, ...] | None = None) -> dict[str, str]:
+    """Each overview section's inner HTML, keyed by its element id: the overview's cached build for
+    ``sig`` (the stream's latest signature), shared with the page and every other stream."""
+    return dict(overview.snapshot(request, c, user, sig).fragments)
 
 
 def venue_fragments(request: Request, c: WebContext, user: User, venue_id: str) -> dict[str, str]:
     """The venue page's agents, cases and events sections."""
     data = venue.view_for(c, user, venue_id)
-    parts = _module(request, "venue_parts.html", user)
-    return {f"vn-{p}": str(getattr(parts, p)(data)) for p in VENUE_PARTS}
+    return dict(render_parts(request, "venue_parts.html", user, data, list(VENUE_PARTS), "vn-"))
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -99,7 +60,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 
 async def stream(request: Request, c: WebContext, sign: Callable[[], tuple[Any, ...]],
-                 render: Callable[[], dict[str, str]]) -> AsyncIterator[str]:
+                 render: Callable[[tuple[Any, ...]], dict[str, str]]) -> AsyncIterator[str]:
     """Fragments whose HTML changed, for ``c.live_seconds``; store work runs in the thread pool."""
     yield "retry: 2000\n\n"
     ends, pinged = time.monotonic() + c.live_seconds, time.monotonic()
@@ -108,7 +69,7 @@ async def stream(request: Request, c: WebContext, sign: Callable[[], tuple[Any, 
     while time.monotonic() < ends and not await request.is_disconnected():
         current = await run_in_threadpool(sign)
         if current != last:
-            for element, html in (await run_in_threadpool(render)).items():
+            for element, html in (await run_in_threadpool(render, current)).items():
                 if sent.get(element) != html:
                     sent[element] = html
                     yield sse("fragment", {"id": element, "html": html})
@@ -138,10 +99,10 @@ async def live(request: Request, page: str = Query("overview", pattern="^(overvi
     def sign() -> tuple[Any, ...]:
         return signature(c.store, scope, rd.local_day(c.now(), c.tz), venue_page=page == "venue")
 
-    def render() -> dict[str, str]:
+    def render(sig: tuple[Any, ...]) -> dict[str, str]:
         if page == "venue":
             return venue_fragments(request, c, user, venue_id or "")
-        return overview_fragments(request, c, user)
+        return overview_fragments(request, c, user, sig)
 
     return StreamingResponse(stream(request, c, sign, render), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

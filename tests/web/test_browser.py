@@ -221,7 +221,7 @@ def test_operator_acknowledges_and_viewer_confirms_a_case_through_the_forms(
     expect(viewer.locator("form[id^='form-']")).to_have_count(0)  # decided: no more actions
 
     assert case_actions(site, cid)[1:] == [("acknowledge", "th-operator", "venue", "录像机电源故障，已更换"),
-                                           ("confirm", "kaowu-viewer", "authority", "非特殊情况关机")]
+                                           ("confirm", "kaowu-viewer", "viewer", "非特殊情况关机")]
 
 
 # -- 4. schedule import with errors -----------------------------------------------------------------

@@ -243,6 +243,17 @@ def test_case_list_in_chinese_with_annual_counts_and_scope(site: Site) -> None:
     assert site.client("admin").get("/api/v1/cases").json()["annual"] == {"V3": {"2025": 1}}
 
 
+def test_a_withdrawn_case_says_so_on_its_page(site: Site) -> None:
+    """A case the rulebook closed because late evidence showed it was never one is marked 撤回."""
+    from collector import cases
+
+    cid = site.case_ids["v1_camera"]
+    with site.store.engine.begin() as conn:
+        cases.record_action(conn, cid, "closed", "rulebook", "rulebook", "", NOW, {"withdrawn": True})
+    actions = _between(site.client("admin").get(f"/cases/{cid}").text, 'id="actions"', "</table>")
+    assert actions.count("撤回") == 1 and "迟到的证据" in actions
+
+
 def test_case_page_quotes_the_clause_session_and_evidence(site: Site) -> None:
     cid = site.case_ids["v1_camera"]
     page = site.client("admin").get(f"/cases/{cid}").text
@@ -285,12 +296,27 @@ def test_acknowledge_then_confirm_through_the_forms(site: Site) -> None:
                                       schema.case_actions.c.reason).where(schema.case_actions.c.case_id == cid)
                             .order_by(schema.case_actions.c.id)).all()
     assert [tuple(r) for r in rows[1:]] == [("acknowledge", "th-operator", "venue", "录像机电源故障，已更换"),
-                                            ("confirm", "kaowu-viewer", "authority", "非特殊情况关机")]
+                                            ("confirm", "kaowu-viewer", "viewer", "非特殊情况关机")]
     audit = [(a["username"], a["action"], a["ok"]) for a in accounts.audit_rows(site.store, 100) if a["action"].startswith("case.")]
     assert ("th-operator", "case.acknowledge", True) in audit and ("kaowu-viewer", "case.confirm", True) in audit
     again = viewer.post(f"/cases/{cid}/actions", data={"action": "dismiss", "reason": "改判", "csrf_token": site.csrf("viewer")})
     assert again.status_code == 409 and "不允许该操作" in again.text and "已认定" in again.text
     assert site.client("admin").get("/api/v1/cases").json()["annual"]["V1"] == {"2026": 1}
+
+
+def test_an_admin_acknowledging_is_recorded_as_admin(site: Site) -> None:
+    """An authority admin may acknowledge for a venue; the record names the admin's real role, not
+    "venue", and the case page shows who acted in which role."""
+    cid = site.case_ids["v1_recorder"]
+    r = site.client("admin").post(f"/cases/{cid}/actions", data={"action": "acknowledge", "reason": "电话核实：停电",
+                                                                  "csrf_token": site.csrf("admin")}, follow_redirects=False)
+    assert r.status_code == 303
+    with site.store.engine.connect() as conn:
+        a = schema.case_actions.c
+        row = conn.execute(sa.select(a.actor, a.role).where(a.case_id == cid, a.action == "acknowledge")).one()
+    assert tuple(row) == ("kaowu-admin", "admin")
+    actions = _between(site.client("viewer").get(f"/cases/{cid}").text, 'data-action="acknowledge"')
+    assert "kaowu-admin（考试机构管理员）" in actions
 
 
 def test_act_through_the_api(site: Site) -> None:
