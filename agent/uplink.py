@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -32,6 +33,7 @@ from protocol import topics
 from protocol.envelope import MAX_PAYLOAD_BYTES, Envelope, decode, record
 from protocol.errors import ProtocolError
 from protocol.keys import Bundle
+from protocol.tls import context_from_pem
 
 log = logging.getLogger("venueguard.agent.uplink")
 
@@ -93,6 +95,7 @@ class Uplink:
         self._inflight: dict[int, str] = {}  # mid -> topic, to name the topic of a refused publish
         self._started = time.time()
         self._clock_saved_at = float("-inf")
+        self._tls: ssl.SSLContext | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -142,15 +145,33 @@ class Uplink:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.max_queued_messages_set(0)
+        if self.bundle.has_tls:
+            try:
+                client.tls_set_context(self._tls_context())
+            except ProtocolError as exc:
+                log.error("cannot use the enrollment bundle for TLS: %s; enroll the agent again", exc.detail)
+                self.status.last_failure = f"TLS setup: {exc.detail}"
+                return
         death = self._envelope("state", [record("death", time.time(), {"online": False})])
         client.will_set(topics.topic(self.bundle.agent_id, "state"), death.encode(), qos=1, retain=True)
         try:
             client.connect(host, port, keepalive=self.cfg.keepalive, clean_start=True)
+        except ssl.SSLError as exc:
+            log.error("TLS with broker %s:%s failed: %s (is the broker certificate from our CA, for this host "
+                      "name, and this agent's certificate not revoked?)", host, port, exc)
+            self.status.last_failure = f"TLS with {host}:{port}: {exc}"
+            return
         except OSError as exc:
             log.warning("cannot reach broker %s:%s: %s", host, port, exc)
             self.status.last_failure = f"connect {host}:{port}: {exc}"
             return
         self._client = client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Mutual TLS from the bundle's CA, certificate and key; built once per run."""
+        if self._tls is None:
+            self._tls = context_from_pem(self.bundle.tls_ca, self.bundle.tls_cert, self.bundle.tls_key)
+        return self._tls
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         """CONNACK: on success subscribe, send birth, resend everything unacknowledged."""
@@ -174,6 +195,13 @@ class Uplink:
         log.info("connected to broker as %s (boot %s)", self.bundle.agent_id, self.boot)
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not self.status.connected and self.bundle.has_tls:
+            # Under TLS 1.3 the broker's verdict on our certificate arrives after the handshake:
+            # a connection closed before any CONNACK is that verdict, not a network blip.
+            self.status.last_failure = (f"broker closed the TLS connection before accepting us ({reason}): "
+                                        "this agent's certificate is revoked, expired or not from the broker's CA")
+            log.error("%s; enroll the agent again (`venueguard-collector enroll`)", self.status.last_failure)
+            return
         self.status.connected = False
         log.warning("disconnected from broker: %s", reason)
 

@@ -13,6 +13,9 @@ from collector import casecli, config, vaultcli
 from collector import schedulecli
 from collector import readinesscli
 from collector import usercli
+from collector import timeseries_cli
+from collector import doctor
+from collector import pkicli
 from collector.strings import t
 
 
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     schedulecli.add_parsers(sub)
     readinesscli.add_parsers(sub)
     usercli.add_parsers(sub)
+    timeseries_cli.add_parsers(sub)
+    doctor.add_parser(sub)
+    pkicli.add_parsers(sub)
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     demo = sub.add_parser("demo", help="broker + collector + simulated venues on embedded defaults")
     demo.add_argument("--dir", type=Path, default=Path("venueguard-demo"), help="demo data dir (reused)")
@@ -66,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         return readinesscli.handler(cfg, args)
     if args.command == "user":
         return usercli.handler(cfg, args)
+    if args.command == "timeseries":
+        return timeseries_cli.handler(cfg, args)
+    if args.command == "doctor":
+        return doctor.handler(cfg, args)
+    if args.command == "pki":
+        return pkicli.handler(cfg, args)
     handler = {"run": _run, "enroll": _enroll, "inventory": _inventory, "rules": _rules, "migrate": _migrate,
                "demo": _demo}[args.command]
     return handler(cfg, args)
@@ -74,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
     from collector.rulefiles import RuleFileErrors
     from collector.runtime import Collector
+    from collector.timeseries_influx import TelemetryError
+    from protocol.errors import ProtocolError
 
     try:
         collector = Collector(cfg)
@@ -81,6 +95,12 @@ def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
         print(t("rules_bad", count=len(exc.errors)), file=sys.stderr)
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
+        return 2
+    except ProtocolError as exc:  # e.g. [broker] tls_* files missing or unusable
+        print(t("config_error", detail=exc.detail), file=sys.stderr)
+        return 2
+    except TelemetryError as exc:  # e.g. [influx] token_file missing
+        print(t("ts_bad_config", detail=exc), file=sys.stderr)
         return 2
     collector.start()
     print(t("running", broker=f"{cfg.broker.host}:{cfg.broker.port}", web=f"{cfg.web.host}:{cfg.web.port}"), file=sys.stderr)
@@ -93,22 +113,26 @@ def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
 def _enroll(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
     from collector import keys
     from collector.enroll import enroll
+    from collector.pki import pki_of
     from collector.runtime import open_store
     from protocol.errors import ProtocolError
 
     store = open_store(cfg)
     key = keys.load_or_create(cfg.collector.data_dir / "collector.key")
     out = args.out or Path(f"{args.agent_id}.bundle.json")
+    pki = pki_of(cfg.collector.data_dir)
+    broker_host, broker_port = cfg.broker.public_host or cfg.broker.host, cfg.broker.public_port or cfg.broker.port
     try:
         enroll(store, key, args.agent_id, args.venue, venue_name=args.venue_name,
-               broker_host=cfg.broker.public_host or cfg.broker.host,
-               broker_port=cfg.broker.public_port or cfg.broker.port, out=out)
+               broker_host=broker_host, broker_port=broker_port, out=out, pki=pki)
     except ProtocolError as exc:
         print(t("enroll_error", detail=exc.detail), file=sys.stderr)
         return 2
     finally:
         store.close()
     print(t("enrolled", agent_id=args.agent_id, venue_id=args.venue, path=out))
+    if pki.exists():
+        print(t("enrolled_tls", agent_id=args.agent_id, broker=f"{broker_host}:{broker_port}"))
     return 0
 
 

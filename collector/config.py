@@ -31,6 +31,24 @@ class BrokerSection(_Section):
     client_id: str = Field("venueguard-collector", description="MQTT identity; its persistent session is keyed on it.")
     public_host: str = Field("", description="Broker address written into enrollment bundles; empty = host.")
     public_port: int = Field(0, ge=0, le=65535, description="Broker port for bundles; 0 = port.")
+    tls_ca: Path | None = Field(None, description="CA certificate the broker's server certificate must chain to "
+                                "(mutual TLS; `pki init` writes data_dir/pki/ca.crt); empty = plain MQTT.")
+    tls_cert: Path | None = Field(None, description="The collector's client certificate; its CN is the broker "
+                                  "identity the ACL grants the collector's rights to (data_dir/pki/collector.crt).")
+    tls_key: Path | None = Field(None, description="Private key of tls_cert (data_dir/pki/collector.key, mode 0600).")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> "BrokerSection":
+        """Mutual TLS needs all three files; a half-set one would fail only at connect time."""
+        given = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(self, f) is not None]
+        if given and len(given) != 3:
+            raise ValueError(f"{', '.join(given)} set: tls_ca, tls_cert and tls_key go together")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the collector speaks mutual TLS to the broker."""
+        return self.tls_cert is not None
 
 
 class IngestSection(_Section):
@@ -154,6 +172,39 @@ class NotifySection(_Section):
         return self
 
 
+class InfluxSection(_Section):
+    """[influx]: telemetry (RTTs, up/down, counts, outbox depth) to an InfluxDB 2.x bucket; off when url is empty.
+
+    Telemetry is derived from the stored records, never in the ingest path: a slow or dead server
+    cannot hold up ingest or acks (collector/timeseries.py)."""
+
+    url: str = Field("", description="InfluxDB 2.x (or any /api/v2/write endpoint, e.g. VictoriaMetrics) base URL, "
+                     "e.g. http://127.0.0.1:8086; empty = no telemetry.")
+    org: str = Field("venueguard", min_length=1, description="InfluxDB organisation of the bucket.")
+    bucket: str = Field("venueguard", min_length=1, description="Bucket written to; create it with a retention of "
+                        "at least 3 years (`timeseries check` verifies it where the server offers the buckets API).")
+    token_file: Path | None = Field(None, description="File holding the API token with write access to the bucket "
+                                    "(read at start, so it never sits in this config); give an absolute path; "
+                                    "empty = no token (VictoriaMetrics without auth).")
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Points per write request at most.")
+    flush_seconds: float = Field(10.0, gt=0, le=3600, description="Points wait at most this long before a write.")
+    spool_max: int = Field(100_000, ge=100, description="Points held in memory while the server is slow or down "
+                           "(Telegraf's metric_buffer_limit). Points from stored records beyond it wait in the store "
+                           "and catch up later; heartbeat samples beyond it are dropped and logged as a telemetry gap.")
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds one write request may take.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """An http(s) URL with a host, checked at start rather than at the first write."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"not an http:// or https:// URL with a host: {value!r} (e.g. http://127.0.0.1:8086)")
+        return value.rstrip("/")
+
+
 class CollectorConfig(_Section):
     """The whole collector configuration."""
 
@@ -166,6 +217,7 @@ class CollectorConfig(_Section):
     schedule: ScheduleSection = ScheduleSection()
     notify: NotifySection = NotifySection()
     readiness: ReadinessSection = ReadinessSection()
+    influx: InfluxSection = InfluxSection()
 
     @property
     def database_url(self) -> str:
@@ -182,4 +234,6 @@ def load(path: Path | None) -> CollectorConfig:
     vault = cfg.vault
     if vault.witness_dir is not None:
         vault = vault.model_copy(update={"witness_dir": path.parent / vault.witness_dir})
-    return cfg.model_copy(update={"collector": section, "vault": vault})
+    broker = cfg.broker.model_copy(update={f: path.parent / getattr(cfg.broker, f) for f in ("tls_ca", "tls_cert", "tls_key")
+                                           if getattr(cfg.broker, f) is not None})
+    return cfg.model_copy(update={"collector": section, "vault": vault, "broker": broker})

@@ -13,16 +13,20 @@ from collector.config import CollectorConfig
 from collector.cases import seal_actions
 from collector.ingest import Ingestor
 from collector.notify import Notifier, PahoPublisher
+from collector.pki import broker_tls
 from collector.readinessrunner import ReadinessRunner
 from collector.rulerunner import RulebookRunner
 from collector.service import IngestService
+from collector.timeseries import open_sink
 from collector.store import Store
 from collector.vault.wiring import open_vault
 from collector.web.app import create_app
 
 log = logging.getLogger("venueguard.collector")
-#: Events the rulebook takes per tick (twice a second) at most, so a backlog never stalls ingest.
-RULES_STEP = 20000
+#: Events per rulebook step (one transaction), and how long one tick may keep stepping: the tick runs
+#: in ingest's thread, so a backlog is worked off in slices that never hold ingest up for long.
+RULES_STEP = 2000
+RULES_TICK_SECONDS = 0.5
 
 
 def open_store(cfg: CollectorConfig) -> Store:
@@ -45,7 +49,8 @@ class Collector:
         ing = cfg.ingest
         self.ingestor = Ingestor(self.store, self.vault, self.key, deadline_factor=ing.deadline_factor,
                                  gap_grace=ing.gap_grace, max_clock_skew=ing.max_clock_skew)
-        self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.broker.client_id, ing.batch_max)
+        self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.broker.client_id, ing.batch_max,
+                                     tls=broker_tls(cfg.broker))
         self.rules = RulebookRunner(self.store, cfg.rules.folder, notify=cfg.notify, reload_seconds=cfg.rules.reload_seconds)
         self.service.add_periodic(self._rules_tick)
         self.readiness = ReadinessRunner(self.store, self.vault, self.key, cfg.readiness, cfg.schedule.timezone,
@@ -53,6 +58,8 @@ class Collector:
         self.service.add_periodic(self.readiness.tick)  # rounds, commands, venue reports, seals
         publisher = PahoPublisher(self.service.client, timeout=cfg.notify.send_timeout)
         self.notifier = Notifier(self.store.engine, cfg.notify, publish=publisher)
+        # Telemetry tails the store in its own thread: InfluxDB down never holds ingest or acks.
+        self.timeseries = open_sink(cfg, self.store)  # None when [influx] url is empty
         self._web: uvicorn.Server | None = None
         if web:
             config = uvicorn.Config(create_app(self.store, cfg), host=cfg.web.host, port=cfg.web.port, log_level="warning")
@@ -62,7 +69,9 @@ class Collector:
     def _rules_tick(self) -> None:
         """Rules over what ingest indexed since, then the case actions into the vault."""
         self.rules.reload_if_changed()
-        self.rules.step(limit=RULES_STEP)
+        deadline = time.monotonic() + RULES_TICK_SECONDS
+        while self.rules.step(limit=RULES_STEP) == RULES_STEP and time.monotonic() < deadline:
+            pass
         seal_actions(self.store, self.vault, time.time())
 
     def start(self) -> None:
@@ -70,6 +79,8 @@ class Collector:
         self.ingestor.load()
         self.service.start()
         self.notifier.start()
+        if self.timeseries is not None:
+            self.timeseries.start()
         if self._web is not None:
             self._web_thread = threading.Thread(target=self._web.run, name="web", daemon=True)
             self._web_thread.start()
@@ -84,5 +95,7 @@ class Collector:
             self._web.should_exit = True
             if self._web_thread:
                 self._web_thread.join(timeout=10)
+        if self.timeseries is not None:
+            self.timeseries.stop()  # after ingest: its last records are indexed
         self.vault.close()
         self.store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from typing import Any, Callable
@@ -37,10 +38,11 @@ class IngestService:
         port: broker port.
         client_id: the collector's MQTT identity (its persistent session is keyed on it).
         batch_max: messages handled per vault fsync at most.
+        tls: client context for mutual TLS with the broker; None = plain MQTT.
     """
 
     def __init__(self, ingestor: Ingestor, host: str, port: int, client_id: str = "venueguard-collector",
-                 batch_max: int = 1000) -> None:
+                 batch_max: int = 1000, tls: ssl.SSLContext | None = None) -> None:
         self.ingestor = ingestor
         self.batch_max = batch_max
         self.connected = threading.Event()
@@ -51,6 +53,8 @@ class IngestService:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(0.5, 10)
+        if tls is not None:  # mutual TLS: collector.pki.broker_tls
+            self._client.tls_set_context(tls)
         self._client.max_inflight_messages_set(1000)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY

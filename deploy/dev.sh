@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-clients iproute2 iputils-ping iputils-arping ieee-data arpwatch
-              gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good python3-gi chromium fonts-noto-cjk)
+              gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good python3-gi chromium fonts-noto-cjk
+              victoria-metrics systemd wrk)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -87,22 +87,31 @@ class Bundle:
     broker_host: str
     broker_port: int
     issued_at: float
+    #: Mutual TLS with the broker (PEM), present when the collector has a PKI (`pki init`);
+    #: empty = plain MQTT (the demo and loopback tests).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def has_tls(self) -> bool:
+        """Whether this bundle carries a client certificate for mutual TLS."""
+        return bool(self.tls_cert)
 
     def to_json(self) -> str:
         """Serialise for :func:`write_bundle`."""
-        return json.dumps(
-            {
-                "format": BUNDLE_FORMAT,
-                "agent_id": self.agent_id,
-                "venue_id": self.venue_id,
-                "agent_private_key": private_pem(self.private_key),
-                "collector_public_key": public_b64(self.collector_public_key),
-                "broker": {"host": self.broker_host, "port": self.broker_port},
-                "issued_at": self.issued_at,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
+        doc = {
+            "format": BUNDLE_FORMAT,
+            "agent_id": self.agent_id,
+            "venue_id": self.venue_id,
+            "agent_private_key": private_pem(self.private_key),
+            "collector_public_key": public_b64(self.collector_public_key),
+            "broker": {"host": self.broker_host, "port": self.broker_port},
+            "issued_at": self.issued_at,
+        }
+        if self.has_tls:
+            doc["tls"] = {"ca": self.tls_ca, "cert": self.tls_cert, "key": self.tls_key}
+        return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 def make_bundle(
@@ -138,6 +147,16 @@ def read_bundle(path: Path) -> Bundle:
             broker_host=str(doc["broker"]["host"]),
             broker_port=int(doc["broker"]["port"]),
             issued_at=float(doc["issued_at"]),
+            **_tls_fields(doc.get("tls")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError("bad_bundle", f"enrollment bundle {path} lacks or garbles field {exc}") from exc
+
+
+def _tls_fields(tls: object) -> dict[str, str]:
+    """The optional ``tls`` object of a bundle: all of ca, cert and key, or none."""
+    if tls is None:
+        return {}
+    if not isinstance(tls, dict):
+        raise TypeError("'tls' is not an object")
+    return {"tls_ca": str(tls["ca"]), "tls_cert": str(tls["cert"]), "tls_key": str(tls["key"])}

@@ -105,3 +105,13 @@ def _no_leftover_namespaces() -> Iterator[None]:
     yield
     for ns in leftover_namespaces(include_own=True):
         sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator["VictoriaMetrics"]:
+    """A real VictoriaMetrics (InfluxDB v2 write API) on a free port, stopped after the test."""
+    from tests.victoria import VictoriaMetrics
+
+    server = VictoriaMetrics(tmp_path / "victoria").start()
+    yield server
+    server.stop()

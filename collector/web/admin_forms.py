@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from collector import maintenance
 from collector.inventory import InventoryError, import_file, parse_csv
+from collector.pki import pki_of
 from collector.web import accounts
 from collector.web.admin import (admin_only, agent_rows, collector_key, done, maintenance_rows, read_upload,
                                  schedule_rows, state_of, venue_exists, venue_rows, with_upload)
@@ -207,7 +208,8 @@ def enroll_agent(request: Request, agent_id: str = Form(""), venue_id: str = For
         try:
             bundle = with_upload("agent.bundle.json", b"", lambda path: enroll(
                 st.store, collector_key(st.cfg), agent_id, venue_id, venue_name=venue_name.strip() or None,
-                broker_host=b.public_host or b.host, broker_port=b.public_port or b.port, out=path).read_bytes())
+                broker_host=b.public_host or b.host, broker_port=b.public_port or b.port, out=path,
+                pki=pki_of(st.cfg.collector.data_dir)).read_bytes())
         except ProtocolError as exc:
             error = t("admin_enroll_bad_id", detail=exc.detail)
     if error:

@@ -158,6 +158,28 @@ def test_enrollment_downloads_the_bundle(clients: dict[str, TestClient], store: 
     assert [a["ok"] for a in _audit(store, "agent.enroll")] == [False, True, False, True]
 
 
+def test_enrollment_on_the_page_issues_the_client_certificate_once_a_pki_exists(
+        clients: dict[str, TestClient], tmp_path: Path) -> None:
+    """After `pki init`, a bundle downloaded from the page carries a certificate with CN = agent id
+    (without it the agent could not reach a TLS broker)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from collector.pki import pki_of
+
+    pki_of(tmp_path / "data").init(["127.0.0.1"], "venueguard-collector")
+    admin = clients["admin"]
+    r = admin.post("/admin/agents/enroll", data={"csrf_token": session_csrf(admin), "agent_id": "gz-th01-srv2",
+                                                 "venue_id": "GZ-TH01"})
+    assert r.status_code == 200
+    saved = tmp_path / "b.json"
+    saved.write_bytes(r.content)
+    bundle = read_bundle(saved)
+    assert bundle.has_tls
+    cert = x509.load_pem_x509_certificate(bundle.tls_cert.encode())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "gz-th01-srv2"
+
+
 def test_maintenance_declared_by_venue_operator_own_venue_only(clients: dict[str, TestClient], store: Store) -> None:
     """An operator declares for its venue; another venue (or none) is 404; viewers may not; admins decide."""
     op, admin, viewer = clients["venue"], clients["admin"], clients["viewer"]
@@ -229,6 +251,54 @@ def test_vault_status_shows_the_checkpoint_age(clients: dict[str, TestClient], t
     assert status["fresh"] is True
     page = clients["admin"].get("/admin").text
     assert 'id="vault-status"' in page and "90 秒" in page and "检查点按时签发" in page
+
+
+def test_each_vault_verify_run_is_shown_on_the_admin_page(clients: dict[str, TestClient], store: Store,
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any run the page says so; `vault verify` on the collector records its result, time and
+    counts in the store, and the page and API show the latest: a pass, then a failure after a leaf
+    was altered, with its first problem named."""
+    assert clients["admin"].get("/api/v1/admin/vault").json()["last_verify"] is None
+    assert "尚未运行过完整校验" in clients["admin"].get("/admin").text
+    cfg = CollectorConfig(collector=CollectorSection(data_dir=tmp_path / "data"))
+    vault = open_vault(cfg)
+    vault.append([(1.8e9, "vg/v1/a/ev", "record one"), (1.8e9, "vg/v1/a/ev", "record two")])
+    vault.checkpoint(now=1.8e9)
+    vault.close(seal=False)
+    toml = tmp_path / "collector.toml"
+    toml.write_text(f'[collector]\ndata_dir = "data"\ndatabase_url = {json.dumps(store.url)}\n', encoding="utf-8")
+    assert cli.main(["--config", str(toml), "vault", "verify", "--no-signatures"]) == 0  # the leaves are no envelopes
+    last = clients["admin"].get("/api/v1/admin/vault").json()["last_verify"]
+    assert (last["ok"], last["records"], last["sealed"], last["problem_count"], last["problem"]) == (True, 2, 2, 0, "")
+    assert last["signatures_checked"] is False and last["started_at"] <= last["finished_at"]
+    page = clients["admin"].get("/admin").text
+    assert 'id="last-verify" data-ok="true"' in page and "通过：未发现篡改" in page and "2 条记录" in page
+    assert "本次未复核" in page
+    seg = sorted((tmp_path / "data" / "vault").glob("seg-*.log"))[0]
+    seg.write_bytes(seg.read_bytes().replace(b"record two", b"record 2!!", 1))
+    assert cli.main(["--config", str(toml), "vault", "verify", "--no-signatures"]) == 1
+    last = clients["admin"].get("/api/v1/admin/vault").json()["last_verify"]
+    assert last["ok"] is False and last["problem_count"] >= 1 and last["problem"].startswith("MODIFIED")
+    page = clients["admin"].get("/admin").text
+    assert 'data-ok="false"' in page and "未通过：发现" in page and "MODIFIED" in page
+    assert clients["viewer"].get("/api/v1/admin/vault").status_code == 403
+
+
+def test_vault_verify_says_when_its_result_cannot_be_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A database that does not answer does not change the verdict, and the operator is told the
+    run was not recorded, where, and what to do (the password of the URL is not printed)."""
+    cfg = CollectorConfig(collector=CollectorSection(data_dir=tmp_path / "data"))
+    vault = open_vault(cfg)
+    vault.append([(1.8e9, "vg/v1/a/ev", "record one")])
+    vault.checkpoint(now=1.8e9)
+    vault.close(seal=False)
+    dead = "postgresql+psycopg://vg:s3cret@127.0.0.1:9/none?connect_timeout=3"  # discard port: nothing listens
+    toml = tmp_path / "collector.toml"
+    toml.write_text(f'[collector]\ndata_dir = "data"\ndatabase_url = {json.dumps(dead)}\n', encoding="utf-8")
+    assert cli.main(["--config", str(toml), "vault", "verify", "--no-signatures"]) == 0
+    out, err = capsys.readouterr()
+    assert "证据库校验通过" in out
+    assert "本次校验结果未能记录到数据库" in err and "127.0.0.1:9" in err and "s3cret" not in err
 
 
 def test_user_cli(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
