@@ -35,57 +35,26 @@ M_CHECK_RC="考前检查退出码 %s（0 通过，1 不通过，3 有项目无�
 M_DONE="安装完成："
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT=""
-WHEELS=""
-PY="python3"
+NAME="venueguard-agent"
 UNIT="venueguard-agent.service"
 USER_NAME="venueguard"
-
-die() { echo "$1" >&2; exit "${2:-1}"; }
-skipped() { echo "$M_SKIPPED$*"; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --root) ROOT="$(realpath -m "${2:?$M_USAGE}")"; shift 2 ;;
-    --wheels) WHEELS="$(realpath "${2:?$M_USAGE}")"; shift 2 ;;
-    --python) PY="${2:?$M_USAGE}"; shift 2 ;;
-    -h|--help) echo "$M_USAGE"; exit 0 ;;
-    -*) die "$M_USAGE" 2 ;;
-    *) break ;;
-  esac
-done
+STATE_DIR="/var/lib/venueguard"
+# shellcheck source=../install-common.sh
+. "$HERE/../install-common.sh"
+parse_options "$@"
+set -- "${ARGS[@]}"
 [ $# -eq 2 ] || die "$M_USAGE" 2
 PACKAGE="$(realpath -m "$1")"
 BUNDLE="$(realpath -m "$2")"
-[ -e "$PACKAGE" ] || die "$M_NO_PACKAGE$PACKAGE"
 [ -f "$BUNDLE" ] || die "$M_NO_BUNDLE$BUNDLE"
-[ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || die "$M_NEED_ROOT"
-"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || die "$M_NO_PYTHON$PY"
+prepare "$PACKAGE"
 
-PREFIX="$ROOT/opt/venueguard-agent"
-VENV="$PREFIX/venv"
-ETC="$ROOT/etc/venueguard"
-STATE="$ROOT/var/lib/venueguard"
-UNITS="$ROOT/etc/systemd/system"
+# 1. The service user, in group adm to read the system logs it watches.
+[ -n "$ROOT" ] || getent group adm >/dev/null || die "$M_NO_ADM"
+make_user
 
-# 1. The service user (system account, no login, no home of its own).
-if [ -z "$ROOT" ]; then
-  getent group adm >/dev/null || die "$M_NO_ADM"
-  getent passwd "$USER_NAME" >/dev/null ||
-    useradd --system --user-group --home-dir /var/lib/venueguard --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
-  systemctl stop "$UNIT" 2>/dev/null || true  # an upgrade replaces the venv under a stopped service
-else
-  skipped "useradd --system --user-group --home-dir /var/lib/venueguard --no-create-home --shell /usr/sbin/nologin $USER_NAME"
-fi
-
-# 2. Its own virtual environment, rebuilt on every install so no stale module survives an upgrade.
-rm -rf "$VENV"
-mkdir -p "$PREFIX"
-"$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -I -m pip install --disable-pip-version-check --no-input -q)
-[ -z "$WHEELS" ] || PIP+=(--no-index --find-links "$WHEELS")
-"${PIP[@]}" "$PACKAGE"
-install -m 0644 "$HERE/../README.md" "$PREFIX/README.md"
+# 2. Its own virtual environment.
+make_venv "$PACKAGE"
 
 # 3. The bundle is checked by the code that will read it before anything is put in place.
 AGENT_ID="$("$VENV/bin/python" -I - "$BUNDLE" <<'PY'
@@ -110,9 +79,7 @@ else
   install -m 0640 "$HERE/../agent.example.toml" "$ETC/agent.toml"
   echo "$M_CONFIG_NEW$ETC/agent.toml"
 fi
-install -d -m 0750 "$STATE"
-install -d -m 0755 "$UNITS"
-install -m 0644 "$HERE/$UNIT" "$UNITS/$UNIT"
+install_unit
 
 if [ -n "$ROOT" ]; then
   skipped "chown root:$USER_NAME /etc/venueguard /etc/venueguard/agent.toml; chown $USER_NAME: /etc/venueguard/agent.bundle.json /var/lib/venueguard"
@@ -124,10 +91,7 @@ fi
 
 chown "root:$USER_NAME" "$ETC" "$ETC/agent.toml"
 chown "$USER_NAME:$USER_NAME" "$ETC/agent.bundle.json" "$STATE"
-systemctl daemon-reload
-systemctl enable --now "$UNIT"
-sleep 3
-systemctl is-active --quiet "$UNIT" || die "$M_NOT_ACTIVE"
+start_unit 3
 
 # 5. The readiness check with the service's own identity and capability, so it sees what the service sees.
 echo "$M_CHECK"

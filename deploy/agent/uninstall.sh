@@ -17,29 +17,14 @@ M_PURGED="已删除状态、配置和服务用户。"
 M_SKIPPED="[--root] 未执行："
 M_DONE="已卸载 VenueGuard 代理服务。"
 
-ROOT=""
-PURGE=0
+HERE="$(cd "$(dirname "$0")" && pwd)"
+NAME="venueguard-agent"
 UNIT="venueguard-agent.service"
 USER_NAME="venueguard"
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --root) ROOT="$(realpath -m "${2:?$M_USAGE}")"; shift 2 ;;
-    --purge) PURGE=1; shift ;;
-    -h|--help) echo "$M_USAGE"; exit 0 ;;
-    *) echo "$M_USAGE" >&2; exit 2 ;;
-  esac
-done
-[ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || { echo "$M_NEED_ROOT" >&2; exit 1; }
-
-if [ -z "$ROOT" ]; then
-  systemctl disable --now "$UNIT" 2>/dev/null || true
-else
-  echo "${M_SKIPPED}systemctl disable --now $UNIT"
-fi
-rm -f "$ROOT/etc/systemd/system/$UNIT"
-[ -n "$ROOT" ] || systemctl daemon-reload
-rm -rf "$ROOT/opt/venueguard-agent"
+# shellcheck source=../install-common.sh
+. "$HERE/../install-common.sh"
+parse_uninstall_options "$@"
+remove_service
 
 if [ "$PURGE" -eq 0 ]; then
   echo "$M_KEPT"
@@ -53,10 +38,6 @@ if [ -f "$OUTBOX" ] && command -v python3 >/dev/null; then
 fi
 rm -rf "$ROOT/var/lib/venueguard" "$ROOT/etc/venueguard/agent.toml" "$ROOT/etc/venueguard/agent.bundle.json"
 rmdir "$ROOT/etc/venueguard" 2>/dev/null || true  # the collector's config may live there too
-if [ -z "$ROOT" ]; then
-  userdel "$USER_NAME" 2>/dev/null || true
-else
-  echo "${M_SKIPPED}userdel $USER_NAME"
-fi
+remove_user
 echo "$M_PURGED"
 echo "$M_DONE"

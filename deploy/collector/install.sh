@@ -36,57 +36,26 @@ M_DOCTOR_RC="自检退出码 %s（0 正常，1 有问题）：请按表中“说
 M_DONE="安装完成："
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT=""
-WHEELS=""
-PY="python3"
+NAME="venueguard-collector"
 UNIT="venueguard-collector.service"
 USER_NAME="venueguard-collector"
-
-die() { echo "$1" >&2; exit "${2:-1}"; }
-skipped() { echo "$M_SKIPPED$*"; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --root) ROOT="$(realpath -m "${2:?$M_USAGE}")"; shift 2 ;;
-    --wheels) WHEELS="$(realpath "${2:?$M_USAGE}")"; shift 2 ;;
-    --python) PY="${2:?$M_USAGE}"; shift 2 ;;
-    -h|--help) echo "$M_USAGE"; exit 0 ;;
-    -*) die "$M_USAGE" 2 ;;
-    *) break ;;
-  esac
-done
+STATE_DIR="/var/lib/venueguard-collector"
+# shellcheck source=../install-common.sh
+. "$HERE/../install-common.sh"
+parse_options "$@"
+set -- "${ARGS[@]}"
 [ $# -eq 1 ] || [ $# -eq 2 ] || die "$M_USAGE" 2
 PACKAGE="$(realpath -m "$1")"
 CONFIG="${2:+$(realpath -m "$2")}"
-[ -e "$PACKAGE" ] || die "$M_NO_PACKAGE$PACKAGE"
 [ -z "$CONFIG" ] || [ -f "$CONFIG" ] || die "$M_NO_CONFIG$CONFIG"
-[ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || die "$M_NEED_ROOT"
-"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || die "$M_NO_PYTHON$PY"
-
-PREFIX="$ROOT/opt/venueguard-collector"
-VENV="$PREFIX/venv"
-ETC="$ROOT/etc/venueguard"
-STATE="$ROOT/var/lib/venueguard-collector"
-UNITS="$ROOT/etc/systemd/system"
+prepare "$PACKAGE"
 CLI=(/opt/venueguard-collector/venv/bin/venueguard-collector --config /etc/venueguard/collector.toml)
 
 # 1. The service user.
-if [ -z "$ROOT" ]; then
-  getent passwd "$USER_NAME" >/dev/null ||
-    useradd --system --user-group --home-dir /var/lib/venueguard-collector --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
-  systemctl stop "$UNIT" 2>/dev/null || true  # an upgrade replaces the venv under a stopped service
-else
-  skipped "useradd --system --user-group --home-dir /var/lib/venueguard-collector --no-create-home --shell /usr/sbin/nologin $USER_NAME"
-fi
+make_user
 
-# 2. Its own virtual environment, rebuilt on every install.
-rm -rf "$VENV"
-mkdir -p "$PREFIX"
-"$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -I -m pip install --disable-pip-version-check --no-input -q)
-[ -z "$WHEELS" ] || PIP+=(--no-index --find-links "$WHEELS")
-"${PIP[@]}" "$PACKAGE"
-install -m 0644 "$HERE/../README.md" "$PREFIX/README.md"
+# 2. Its own virtual environment.
+make_venv "$PACKAGE"
 # The wheel carries the code but not the top-level rules/ folder the collector falls back to
 # ([rules] folder empty = rules/ beside the code): put the release's rules there.
 SHIPPED="$("$VENV/bin/python" -I -c 'from collector.rulerunner import SHIPPED_RULES; print(SHIPPED_RULES)')"
@@ -118,9 +87,7 @@ else
   install -m 0640 "$SOURCE" "$ETC/collector.toml"
   echo "$M_CONFIG_NEW$ETC/collector.toml"
 fi
-install -d -m 0750 "$STATE"
-install -d -m 0755 "$UNITS"
-install -m 0644 "$HERE/$UNIT" "$UNITS/$UNIT"
+install_unit
 
 if [ -n "$ROOT" ]; then
   skipped "chown root:$USER_NAME /etc/venueguard /etc/venueguard/collector.toml; chown $USER_NAME: /var/lib/venueguard-collector"
@@ -136,10 +103,7 @@ chown "$USER_NAME:$USER_NAME" "$STATE"
 as_service() { setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups -- "$@"; }
 # 4. Schema first, so a wrong database URL is reported here rather than in a restart loop.
 as_service "${CLI[@]}" migrate || die "$M_MIGRATE_FAILED"
-systemctl daemon-reload
-systemctl enable --now "$UNIT"
-sleep 5
-systemctl is-active --quiet "$UNIT" || die "$M_NOT_ACTIVE"
+start_unit 5
 echo "$M_DOCTOR"
 rc=0
 as_service "${CLI[@]}" doctor || rc=$?

@@ -17,39 +17,20 @@ M_PURGED="已删除配置和服务用户。"
 M_SKIPPED="[--root] 未执行："
 M_DONE="已卸载 VenueGuard 采集端服务。"
 
-ROOT=""
-PURGE=0
+HERE="$(cd "$(dirname "$0")" && pwd)"
+NAME="venueguard-collector"
 UNIT="venueguard-collector.service"
 USER_NAME="venueguard-collector"
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --root) ROOT="$(realpath -m "${2:?$M_USAGE}")"; shift 2 ;;
-    --purge) PURGE=1; shift ;;
-    -h|--help) echo "$M_USAGE"; exit 0 ;;
-    *) echo "$M_USAGE" >&2; exit 2 ;;
-  esac
-done
-[ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || { echo "$M_NEED_ROOT" >&2; exit 1; }
-
-if [ -z "$ROOT" ]; then
-  systemctl disable --now "$UNIT" 2>/dev/null || true
-else
-  echo "${M_SKIPPED}systemctl disable --now $UNIT"
-fi
-rm -f "$ROOT/etc/systemd/system/$UNIT"
-[ -n "$ROOT" ] || systemctl daemon-reload
-rm -rf "$ROOT/opt/venueguard-collector"
+# shellcheck source=../install-common.sh
+. "$HERE/../install-common.sh"
+parse_uninstall_options "$@"
+remove_service
 echo "$M_KEPT_DATA"
 
 if [ "$PURGE" -eq 1 ]; then
   rm -f "$ROOT/etc/venueguard/collector.toml" "$ROOT/etc/venueguard/collector.toml.bak"
   rmdir "$ROOT/etc/venueguard" 2>/dev/null || true  # the agent's config may live there too
-  if [ -z "$ROOT" ]; then
-    userdel "$USER_NAME" 2>/dev/null || true
-  else
-    echo "${M_SKIPPED}userdel $USER_NAME"
-  fi
+  remove_user
   echo "$M_PURGED"
 else
   echo "$M_KEPT_CONFIG"
