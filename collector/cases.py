@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.config import NotifySection
 from collector.rulebook import Condition, Span
 from collector.rulefiles import Rule
-from collector.store import Store
+from collector.store import Store, insert_with_conflicts
 from collector.store import schema
 from collector.vault import Vault
 from collector.vault import frames
@@ -118,7 +117,9 @@ class StoreSink:
         if changed:
             self.conn.execute(_UPDATE_CASE[self.conn.dialect.name == "sqlite"], changed)
         if self._evidence:
-            self.conn.execute(_insert_ignoring_duplicates(self.conn, schema.case_evidence), self._evidence)
+            # ON CONFLICT DO NOTHING: evidence re-sent after a restore is already there
+            self.conn.execute(insert_with_conflicts(self.conn, schema.case_evidence).on_conflict_do_nothing(),
+                              self._evidence)
         if self._actions:
             self.conn.execute(schema.case_actions.insert(), self._actions)
         if notices:
@@ -176,12 +177,6 @@ _UPDATE_CASE = {  # by "is it SQLite?": the larger of two values is max() there,
          "last_seen": (sa.func.max if on_sqlite else sa.func.greatest)(schema.cases.c.last_seen, sa.bindparam("last_seen")),
          "version": schema.cases.c.version + sa.bindparam("bump")})
     for on_sqlite in (True, False)}
-
-
-def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table) -> Any:
-    """INSERT that skips rows whose primary key exists (evidence re-sent after a restore);
-    the store runs on SQLite or PostgreSQL, which both have ON CONFLICT DO NOTHING."""
-    return (sqlite if conn.dialect.name == "sqlite" else postgresql).insert(table).on_conflict_do_nothing()
 
 
 def record_action(conn: sa.Connection, case_id: int, action: str, actor: str, role: str, reason: str, at: float,

@@ -27,11 +27,10 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from collector.config import NotifySection
-from collector.store import schema
+from collector.store import insert_with_conflicts, schema
 from collector.strings import t
 
 __all__ = ["CHANGES", "Notifier", "Outcome", "PahoPublisher", "enqueue", "notice_state", "render_body",
@@ -160,8 +159,7 @@ def _insert_new(conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
     keys = ["case_id", "case_version", "channel"]
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        statement = insert(table).on_conflict_do_nothing(index_elements=keys).returning(table.c.id)
+        statement = insert_with_conflicts(conn, table).on_conflict_do_nothing(index_elements=keys).returning(table.c.id)
         return sum(len(conn.execute(statement.values(row)).all()) for row in rows)  # rowcount is -1 on psycopg
     added = 0
     for row in rows:

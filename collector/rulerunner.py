@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.cases import StoreSink
 from collector.config import NotifySection
 from collector.rulebook import Event, Rulebook
 from collector.rulefiles import RuleError, RuleFileErrors, check_rules
 from collector.rulewindows import Calendar, StoreCalendar
-from collector.store import Store
+from collector.store import Store, insert_with_conflicts
 from collector.store import schema
 
 log = logging.getLogger("venueguard.collector.rules")
@@ -148,8 +147,7 @@ class RulebookRunner:
         gone = [CONDITION + k for k in removed]
         for chunk in range(0, len(gone), 500):
             conn.execute(st.delete().where(st.c.key.in_(gone[chunk:chunk + 500])))
-        dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-        upsert = dialect.insert(st)
+        upsert = insert_with_conflicts(conn, st)
         conn.execute(upsert.on_conflict_do_update(index_elements=[st.c.key], set_={"value": upsert.excluded.value}), rows)
 
     def _restore(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from collector.store import schema
@@ -268,6 +269,12 @@ class Store:
             row = conn.execute(sa.select(schema.vault_verifications).order_by(v.finished_at.desc(), v.id.desc())
                                .limit(1)).mappings().first()
         return dict(row) if row else None
+
+
+def insert_with_conflicts(conn: sa.Connection, table: sa.Table) -> Any:
+    """``INSERT`` of the connection's dialect, which has ``on_conflict_do_nothing`` / ``_do_update``
+    (the store runs on SQLite or PostgreSQL; both spell ON CONFLICT alike)."""
+    return (sqlite if conn.dialect.name == "sqlite" else postgresql).insert(table)
 
 
 def _new_lines(conn: sa.Connection, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
