@@ -89,9 +89,14 @@ def test_demo_shows_venues_agents_and_events_then_stops_cleanly(tmp_path: Path) 
     proc = _start(tmp_path, port)
     try:
         def resumed() -> bool:
+            # Each agent's restart is an agent.started naming its previous boot. Waiting for those,
+            # not only for acked_seq to pass `first`: the overview's agent figures may be a few
+            # seconds old (its cache), so `first` can already lag the first run's end.
             data = pages.overview()
-            return bool(data) and _ready(pages) and all(
-                a["acked_seq"] > first[a["id"]] for v in data["venues"] for a in v["agents"])
+            if not data or not _ready(pages):
+                return False
+            restarted = {e["agent_id"] for e in data["events"] if e["kind"] == "agent.started" and e["data"]["previous_boot"]}
+            return all(a["acked_seq"] > first[a["id"]] and a["id"] in restarted for v in data["venues"] for a in v["agents"])
 
         wait_for(resumed, 60, 0.5, "the demo to come back on the same data")
         data = pages.overview()
