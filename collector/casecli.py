@@ -135,13 +135,13 @@ def _show(store: Any, cfg: config.CollectorConfig, args: argparse.Namespace) -> 
 
 
 def _proofs(cfg: config.CollectorConfig, case: dict[str, Any]) -> int:
-    from collector.vault.prove import ProofError, prove
-    from collector.vault.wiring import vault_dir
+    from collector.vault.prove import ProofError, prove_in
+    from collector.vault.wiring import vault_roots
 
     out, status = [], 0
     for e in case["evidence"]:
         try:
-            out.append(prove(vault_dir(cfg), int(e["vault_index"])))
+            out.append(prove_in(vault_roots(cfg), e["vault_id"], int(e["vault_index"])))
         except ProofError as exc:
             print(t("case_proof_missing", leaf=e["vault_index"], detail=exc), file=sys.stderr)
             status = 1

@@ -144,8 +144,10 @@ class StoreSink:
         return out
 
     def _add_evidence(self, case_id: int, evidence: list[list[Any]]) -> None:
+        # Conditions saved before clusters hold six fields: their leaves are in the vault "main".
         self._evidence += [{"case_id": case_id, "record_id": rid, "vault_index": vi, "kind": kind, "at": at,
-                            "agent_id": agent, "seq": seq} for rid, vi, kind, at, agent, seq in evidence]
+                            "agent_id": agent, "seq": seq, "vault_id": vault_id[0] if vault_id else "main"}
+                           for rid, vi, kind, at, agent, seq, *vault_id in evidence]
 
     def _action(self, case_id: int, action: str, at: float, data: dict[str, Any]) -> None:
         self._actions.append({"case_id": case_id, "action": action, "actor": "rulebook", "role": "rulebook",
@@ -218,7 +220,7 @@ def act(store: Store, case_id: int, action: str, actor: str, reason: str, now: f
     return fresh
 
 
-def seal_actions(store: Store, vault: Vault, now: float, limit: int = 1000) -> int:
+def seal_actions(store: Store, vault: Vault, now: float, limit: int = 1000, vault_id: str = "main") -> int:
     """Write case actions not yet in the vault as signed vault notes; return how many.
 
     Runs in the collector's writer thread (the vault has one writer); actions taken by the CLI or
@@ -241,7 +243,7 @@ def seal_actions(store: Store, vault: Vault, now: float, limit: int = 1000) -> i
     indexes = vault.append(notes)
     with store.engine.begin() as conn:
         for r, idx in zip(rows, indexes):
-            conn.execute(a.update().where(a.c.id == r["id"]).values(vault_index=idx))
+            conn.execute(a.update().where(a.c.id == r["id"]).values(vault_index=idx, vault_id=vault_id))
     return len(rows)
 
 
@@ -271,10 +273,10 @@ def case_detail(store: Store, case_id: int) -> dict[str, Any]:
         # By vault leaf, not record id: a rebuilt index numbers its records anew, the vault never does.
         r = schema.records.c
         leaves = sorted({x["vault_index"] for x in evidence})
-        data = {(row.vault_index, row.kind, row.at): row.data for row in conn.execute(
-            sa.select(r.vault_index, r.kind, r.at, r.data).where(r.vault_index.in_(leaves)))} if leaves else {}
+        data = {(row.vault_id, row.vault_index, row.kind, row.at): row.data for row in conn.execute(
+            sa.select(r.vault_id, r.vault_index, r.kind, r.at, r.data).where(r.vault_index.in_(leaves)))} if leaves else {}
     for x in evidence:
-        x["data"] = data.get((x["vault_index"], x["kind"], x["at"]), {})
+        x["data"] = data.get((x["vault_id"], x["vault_index"], x["kind"], x["at"]), {})
     return {**dict(row), "evidence": evidence, "actions": actions}
 
 

@@ -28,7 +28,11 @@ class BrokerSection(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    client_id: str = Field("venueguard-collector", description="MQTT identity; its persistent session is keyed on it.")
+    client_id: str = Field("", description="MQTT identity; its persistent session is keyed on it. Empty = "
+                           "venueguard-collector, or venueguard-collector-<node_id> in a cluster.")
+    session_expiry: int = Field(0, ge=0, description="Seconds the broker keeps the collector's session (and queues "
+                                "for it) while it is away; 0 = 7 days alone, 300 s in a cluster (a dead member keeps "
+                                "taking its share of messages until its session expires; agents resend those).")
     public_host: str = Field("", description="Broker address written into enrollment bundles; empty = host.")
     public_port: int = Field(0, ge=0, le=65535, description="Broker port for bundles; 0 = port.")
     tls_ca: Path | None = Field(None, description="CA certificate the broker's server certificate must chain to "
@@ -68,7 +72,30 @@ class VaultSection(_Section):
     checkpoint_interval: float = Field(60.0, gt=0, le=60, description="Seconds between signed checkpoints, at most 60.")
     segment_mb: int = Field(64, ge=1, description="Rotate a segment file at this size (MB).")
     segment_hours: float = Field(24.0, gt=0, description="Rotate a segment file at this age (hours); purge removes whole segments.")
+    id: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,64}$", description="Name of this collector's vault, which every "
+                    "index row's leaf refers to; empty = main, or node_id in a cluster.")
+    roots: dict[str, Path] = Field(default_factory=dict, description="Folders of the other collectors' vaults by "
+                                   "vault id (read-only mounts or copies), for proofs and `vault verify` in a cluster.")
     retention_years: float = Field(3.0, ge=3.0, description="Keep records at least this long; only upwards of 3 years.")
+
+
+class ClusterSection(_Section):
+    """[cluster]: more than one collector sharing the agents' traffic (deploy/scale-out.md)."""
+
+    enabled: bool = Field(False, description="Join a cluster: subscribe through the broker's shared subscription "
+                          "and elect one leader for rules, readiness and notices. Needs PostgreSQL.")
+    node_id: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,32}$", description="This collector's name in the cluster, "
+                         "unique; names its MQTT client id and its vault.")
+    share_group: str = Field("vg-collectors", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                             description="MQTT v5 shared-subscription group of the cluster's collectors.")
+    leader_poll_seconds: float = Field(2.0, gt=0, le=60, description="How often the leader lock is tried and checked; "
+                                       "a dead leader is replaced within about this long.")
+
+    @model_validator(mode="after")
+    def _named(self) -> "ClusterSection":
+        if self.enabled and not self.node_id:
+            raise ValueError("enabled = true needs node_id, a name unique among the cluster's collectors (e.g. node_id = \"a\")")
+        return self
 
 
 class WebSection(_Section):
@@ -218,11 +245,37 @@ class CollectorConfig(_Section):
     notify: NotifySection = NotifySection()
     readiness: ReadinessSection = ReadinessSection()
     influx: InfluxSection = InfluxSection()
+    cluster: ClusterSection = ClusterSection()
+
+    @model_validator(mode="after")
+    def _cluster_on_postgresql(self) -> "CollectorConfig":
+        """A cluster's collectors share the ingest ledger and the leader lock in the database."""
+        if self.cluster.enabled and not self.collector.database_url.startswith("postgresql"):
+            raise ValueError("[cluster] enabled = true needs PostgreSQL: set [collector] database_url = "
+                             "\"postgresql+psycopg://user@host/db\" (the same database on every collector)")
+        return self
 
     @property
     def database_url(self) -> str:
         """The index URL, SQLite in the data dir by default."""
         return self.collector.database_url or f"sqlite:///{self.collector.data_dir / 'index.sqlite3'}"
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id (its persistent session is keyed on it)."""
+        if self.broker.client_id:
+            return self.broker.client_id
+        return f"venueguard-collector-{self.cluster.node_id}" if self.cluster.enabled else "venueguard-collector"
+
+    @property
+    def session_expiry(self) -> int:
+        """Seconds the broker keeps the collector's session while it is away."""
+        return self.broker.session_expiry or (300 if self.cluster.enabled else 7 * 24 * 3600)
+
+    @property
+    def vault_id(self) -> str:
+        """The name of this collector's vault."""
+        return self.vault.id or (self.cluster.node_id if self.cluster.enabled else "main")
 
 
 def load(path: Path | None) -> CollectorConfig:
@@ -236,4 +289,5 @@ def load(path: Path | None) -> CollectorConfig:
         vault = vault.model_copy(update={"witness_dir": path.parent / vault.witness_dir})
     broker = cfg.broker.model_copy(update={f: path.parent / getattr(cfg.broker, f) for f in ("tls_ca", "tls_cert", "tls_key")
                                            if getattr(cfg.broker, f) is not None})
+    vault = vault.model_copy(update={"roots": {k: path.parent / v for k, v in vault.roots.items()}})
     return cfg.model_copy(update={"collector": section, "vault": vault, "broker": broker})

@@ -141,7 +141,7 @@ def check_broker(ctx: Context) -> tuple[str, str]:
         if not files[1].exists() or not files[2].exists():
             return "note", t("doctor.broker.no_identity", cert=files[1], id=DOCTOR_ID)
     try:
-        answer = _connect_once(b.host, b.port, f"{b.client_id}-doctor-{uuid.uuid4().hex[:8]}",
+        answer = _connect_once(b.host, b.port, f"{ctx.cfg.client_id}-doctor-{uuid.uuid4().hex[:8]}",
                                context_from_files(*files) if files else None)
     except ssl.SSLError as exc:
         return "fail", t("doctor.broker.tls_error", address=address, error=exc)

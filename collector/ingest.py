@@ -7,17 +7,23 @@ raises out of :meth:`Ingestor.handle`, so one bad message never stops the stream
 
 Accepted envelopes go to the vault (fsynced) before the SQL index, and the agent is acked only
 after both: an ack means durable.
+
+Sequencing runs under the row locks of the batch's agents (PostgreSQL), with each agent's ledger
+reloaded when another collector of a cluster wrote it since: any collector may receive any of an
+agent's messages, in any order, so the ledger in the row is the one truth (deploy/scale-out.md §3).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import sqlalchemy as sa
 import sqlalchemy.exc
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -56,6 +62,11 @@ class _Accepted:
     received_at: float
     records: list[dict[str, Any]]
     agent: Track
+    leaf: int | None = None  # already in the vault at this leaf (indexing the vault's tail)
+
+
+#: Work done under the agents' row locks: fills the round's batch and what to vault.
+Work = Callable[[sa.Connection, Batch, list[_Accepted]], None]
 
 
 class Ingestor:
@@ -68,12 +79,17 @@ class Ingestor:
         deadline_factor: an agent is offline after this many missed heartbeat intervals.
         gap_grace: seconds a hole may last before it is reported as ``seq.gap``.
         max_clock_skew: seconds of agent clock offset reported as ``agent.clock_skew``.
+        vault_id: the name of ``vault``, which index rows refer to (one per collector of a cluster).
     """
 
     def __init__(self, store: Store, vault: Vault, key: Ed25519PrivateKey, *, deadline_factor: float = 3.0,
-                 gap_grace: float = 30.0, max_clock_skew: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+                 gap_grace: float = 30.0, max_clock_skew: float = 2.0, clock: Callable[[], float] = time.time,
+                 vault_id: str = "main") -> None:
         self.store = store
         self.vault = vault
+        self.vault_id = vault_id
+        # SQLite has one writer, this collector: its copies of the ledgers are always current.
+        self.shared = store.engine.dialect.name != "sqlite"
         self.key = key
         self.deadline_factor = deadline_factor
         self.gap_grace = gap_grace
@@ -87,10 +103,10 @@ class Ingestor:
 
     # -- start-up ------------------------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, host: str = "") -> None:
         """Load the registry and ledgers from the store, then index what the vault has beyond it."""
         self.refresh_registry(force=True)
-        self._reindex_vault_tail()
+        self._reindex_vault_tail(self.store.claim_vault(self.vault_id, host))
 
     def refresh_registry(self, force: bool = False) -> None:
         """Pick up agents enrolled since (by another process); at most every 2 s unless forced."""
@@ -102,54 +118,74 @@ class Ingestor:
             track = self.tracks.get(row.id)
             key = load_public_b64(row.public_key)
             if track is None:
-                track = Track(row.id, row.venue_id, key, row.revoked, row.acked_seq, self.store.seqs_above(row.id, row.acked_seq),
-                              row.boot, row.online, row.last_heartbeat or 0.0, row.heartbeat_interval or 10.0)
-                self.tracks[row.id] = track
+                track = self.tracks[row.id] = Track(row.id, row.venue_id, key, row.revoked)
+                track.load(row)
             else:
                 track.key, track.revoked, track.venue_id = key, row.revoked, row.venue_id
 
-    def _reindex_vault_tail(self) -> None:
-        """Index vault entries written before a crash but never indexed."""
-        start = self.store.max_vault_index() + 1
-        if start >= self.vault.size:
+    def _reindex_vault_tail(self, indexed_upto: int, chunk: int = 500) -> None:
+        """Index vault entries written before a crash but never indexed, through the locked path:
+        a seq that another collector stored meanwhile (from the agent's resend) is not indexed twice."""
+        if indexed_upto + 1 >= self.vault.size:
             return
-        log.warning("indexing vault entries %d..%d that the store lacks", start, self.vault.size - 1)
-        for entry in self.vault.entries(start):
-            batch = Batch()
-            if entry.topic.startswith(COLLECTOR_TOPIC + "/"):
-                doc = json.loads(entry.payload)
-                batch.records.append(self._collector_record(doc, entry.t, entry.payload, entry.i))
-            else:
-                env = decode(entry.payload.encode())
-                track = self.tracks[env.agent_id]
-                new = [r for r in env.records if not track.holds(r["seq"])]
-                acc = _Accepted(env, entry.topic, entry.payload, entry.t, new, track)
-                batch.records += self._index_rows(acc, entry.i)
-                batch.update_agent(track.agent_id, acked_seq=track.acked)
-                batch.log_lines += [row for r in new if r["kind"] == LOG_LINES for row in log_line_rows(track, r, entry.t)]
-            self.store.commit(batch)
+        log.warning("indexing vault entries %d..%d that the store lacks", indexed_upto + 1, self.vault.size - 1)
+        entries = self.vault.entries(indexed_upto + 1)
+        while part := list(itertools.islice(entries, chunk)):
+            docs = [(e, doc) for e, doc in ((e, json.loads(e.payload)) for e in part
+                                            if e.topic.startswith((COLLECTOR_TOPIC + "/", topics.PREFIX + "/")))
+                    if doc.get("agent_id") in self.tracks]  # not case notes or reports: sealed again if unindexed
+            ids = {doc["agent_id"] for _, doc in docs}
+
+            def work(conn: sa.Connection, batch: Batch, accepted: list[_Accepted]) -> None:
+                for entry, doc in docs:
+                    track = self.tracks[doc["agent_id"]]
+                    if entry.topic.startswith(COLLECTOR_TOPIC + "/"):
+                        accepted.append(_Accepted(None, entry.topic, entry.payload, entry.t, [doc], track, entry.i))
+                        continue
+                    env = decode(entry.payload.encode())
+                    new = [r for r in env.records if not track.holds(r["seq"])]
+                    if new:
+                        accepted.append(_Accepted(env, entry.topic, entry.payload, entry.t, new, track, entry.i))
+                batch.indexed = (self.vault_id, part[-1].i)
+
+            self._locked(ids, work)
 
     # -- the stream ----------------------------------------------------------------------------
 
     def handle(self, messages: Iterable[Message]) -> list[Outgoing]:
         """Process a batch; return the acks to publish once this returns."""
-        batch = Batch()
-        accepted: list[_Accepted] = []
-        ack_for: set[str] = set()
+        refused = Batch()
+        checked: list[tuple[Message, Envelope, Track]] = []
         for msg in messages:
             try:
-                self._one(msg, batch, accepted, ack_for)
-            except ProtocolError as exc:
-                self._dead(batch, msg, exc.reason, exc.detail)
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; keep the evidence
-                log.exception("ingest failed on a message from %s", msg.topic)
-                self._dead(batch, msg, "internal_error", f"{type(exc).__name__}: {exc}")
-        self._persist(batch, accepted)
-        self.counters["accepted"] += sum(len(a.records) for a in accepted if a.env is not None)
+                checked.append(self._verify(msg))
+            except Exception as exc:  # noqa: BLE001 - one bad message never stops the stream
+                self._refuse(refused, msg, exc)
+        ack_for: set[str] = set()
+
+        def work(conn: sa.Connection, batch: Batch, accepted: list[_Accepted]) -> None:
+            ack_for.clear()
+            for msg, env, track in checked:
+                try:
+                    if self._route(conn, msg, env, track, batch, accepted):
+                        ack_for.add(track.agent_id)
+                except Exception as exc:  # noqa: BLE001
+                    self._refuse(batch, msg, exc)
+
+        self._locked({t.agent_id for _, _, t in checked}, work, refused.dead_letters)
         return [self._ack(self.tracks[a]) for a in sorted(ack_for)]
 
-    def _one(self, msg: Message, batch: Batch, accepted: list[_Accepted], ack_for: set[str]) -> None:
-        """Verify one message and route it by stream."""
+    def _refuse(self, batch: Batch, msg: Message, exc: Exception) -> None:
+        """A dead letter with the reason; an unexpected exception is a bug, kept as evidence."""
+        if isinstance(exc, ProtocolError):
+            self._dead(batch, msg, exc.reason, exc.detail)
+        else:
+            log.error("ingest failed on a message from %s", msg.topic, exc_info=exc)
+            self._dead(batch, msg, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _verify(self, msg: Message) -> tuple[Message, Envelope, Track]:
+        """Topic, schema, identity, registration and signature: everything that needs no lock
+        (the signature is most of ingest's CPU, so it is checked before the rows are locked)."""
         where = topics.parse(msg.topic)
         if where.stream not in topics.AGENT_STREAMS:
             raise ProtocolError("bad_topic", f"agents do not publish on {where.stream!r}")
@@ -168,22 +204,25 @@ class Ingestor:
             raise ProtocolError("revoked_agent", f"agent {env.agent_id!r} is revoked")
         if not env.verify(track.key):
             raise ProtocolError("bad_signature", f"signature does not verify with agent {env.agent_id!r}'s registered key")
-        if env.stream in topics.SEQUENCED_STREAMS:
-            self._sequenced(msg, env, track, accepted)
-            ack_for.add(track.agent_id)
-        elif env.stream == "hb":
-            if self._heartbeat(env, track, msg.received_at, batch, accepted):
-                ack_for.add(track.agent_id)
-        else:
-            self._state(env, track, msg.received_at, batch, accepted)
-            ack_for.add(track.agent_id)
+        return msg, env, track
 
-    def _sequenced(self, msg: Message, env: Envelope, track: Track, accepted: list[_Accepted]) -> None:
+    def _route(self, conn: sa.Connection, msg: Message, env: Envelope, track: Track, batch: Batch,
+               accepted: list[_Accepted]) -> bool:
+        """Sequence one verified message by its stream; return True when the agent is to be acked."""
+        if env.stream in topics.SEQUENCED_STREAMS:
+            self._sequenced(conn, msg, env, track, accepted)
+            return True
+        if env.stream == "hb":
+            return self._heartbeat(env, track, msg.received_at, batch, accepted)
+        self._state(env, track, msg.received_at, batch, accepted)
+        return True
+
+    def _sequenced(self, conn: sa.Connection, msg: Message, env: Envelope, track: Track, accepted: list[_Accepted]) -> None:
         """Keep the records not yet held; refuse an envelope that rewrites a held seq."""
         held = [r for r in env.records if track.holds(r["seq"])]
         if held:
             staged = {r["seq"]: _digest(r) for a in accepted if a.agent is track for r in a.records}
-            stored = self.store.digests(track.agent_id, [r["seq"] for r in held if r["seq"] not in staged])
+            stored = self.store.digests(conn, track.agent_id, [r["seq"] for r in held if r["seq"] not in staged])
             stored.update(staged)
             changed = [r["seq"] for r in held if stored.get(r["seq"]) != _digest(r)]
             if changed:
@@ -210,8 +249,7 @@ class Ingestor:
             track.skewed = skewed
             kind = "agent.clock_skew" if skewed else "agent.clock_ok"
             self._event(track, kind, now, {"offset": round(offset, 3), "limit": self.max_clock_skew}, batch, accepted)
-        batch.update_agent(track.agent_id, last_heartbeat=now, last_seen=now, heartbeat_interval=interval,
-                           outbox_depth=int(data.get("outbox_depth", 0)), clock_offset=round(offset, 3))
+        batch.update_agent(track.agent_id, last_seen=now, outbox_depth=int(data.get("outbox_depth", 0)), clock_offset=round(offset, 3))
         return int(data.get("acked_seq", track.acked)) < track.acked or bool(track.missing())
 
     def _state(self, env: Envelope, track: Track, now: float, batch: Batch, accepted: list[_Accepted]) -> None:
@@ -223,7 +261,7 @@ class Ingestor:
             track.heartbeat_interval = float(rec["data"].get("heartbeat_interval", track.heartbeat_interval))
             if track.boot != env.boot or not track.online:
                 self._set_online(track, env.boot, "birth", now, batch, accepted)
-            batch.update_agent(track.agent_id, last_seen=now, heartbeat_interval=track.heartbeat_interval)
+            batch.update_agent(track.agent_id, last_seen=now)
         elif rec["kind"] == "death":
             if env.boot == track.boot and track.online:
                 self._set_offline(track, "last_will", now, batch, accepted)
@@ -235,29 +273,83 @@ class Ingestor:
     # -- periodic ------------------------------------------------------------------------------
 
     def tick(self) -> list[Outgoing]:
-        """Time-driven work: missed heartbeats, holes that outlived the grace period, and configs
-        to publish; returns the messages to publish."""
+        """Time-driven work, for one collector of a cluster (the leader): missed heartbeats, holes
+        that outlived the grace period, and configs to publish; returns the messages to publish."""
         now = self.clock()
-        batch, accepted = Batch(), []
-        for track in self.tracks.values():
+        due = [a for a in self.store.agents_due(now, self.deadline_factor) if a in self.tracks]
+        if due:
+            self._locked(set(due), lambda _conn, batch, accepted: self._sweep(due, now, batch, accepted))
+        return self.configs.due(now)
+
+    def _sweep(self, agent_ids: list[str], now: float, batch: Batch, accepted: list[_Accepted]) -> None:
+        for track in (self.tracks[a] for a in agent_ids):
             since = max(track.last_heartbeat, self.started)
             if track.online and now - since > self.deadline_factor * track.heartbeat_interval:
                 self._set_offline(track, "heartbeat_timeout", now, batch, accepted, last_heartbeat=track.last_heartbeat)
             self._report_gaps(track, now, batch, accepted)
-        self._persist(batch, accepted)
-        return self.configs.due(now)
 
-    def _persist(self, batch: Batch, accepted: list[_Accepted]) -> None:
-        """Vault (fsynced) first, then the index in one transaction."""
-        indexes = self.vault.append([(a.received_at, a.topic, a.payload) for a in accepted])
-        for acc, idx in zip(accepted, indexes):
+    def _locked(self, agent_ids: set[str], work: Work, refused: Iterable[DeadLetter] = ()) -> None:
+        """Run ``work`` on current ledgers under the agents' row locks, then vault (fsynced) and
+        index what it accepted, in one transaction.
+
+        While the database is unreachable this waits and starts the round again from the rows:
+        nothing is acknowledged before it returns, so the broker keeps the messages meanwhile.
+        A round cut short may leave its leaves in the vault unindexed; the retry vaults them again.
+        """
+        delay = 0.5
+        while True:
+            batch, accepted = Batch(dead_letters=list(refused)), []
+            try:
+                with self.store.engine.begin() as conn:
+                    if self.shared and agent_ids:
+                        for row in self.store.lock_agents(conn, sorted(agent_ids)):
+                            track = self.tracks[row.id]
+                            if track.version != row.ledger_version:
+                                track.load(row)
+                    work(conn, batch, accepted)
+                    versions = self._persist(conn, batch, accepted)
+                for agent_id, version in versions.items():
+                    self.tracks[agent_id].version = version
+                self.counters["accepted"] += sum(len(a.records) for a in accepted if a.env is not None)
+                return
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+                self._stale(agent_ids)
+                log.error("database unreachable (%s); holding acks, retrying in %.0fs", exc.orig, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except BaseException:
+                self._stale(agent_ids)
+                raise
+
+    def _stale(self, agent_ids: Iterable[str]) -> None:
+        """Copies changed by a round that did not commit: reload them from the rows."""
+        for agent_id in agent_ids:
+            self.tracks[agent_id].version = None
+        if not self.shared:  # no locked reload on SQLite: read the rows now
+            for row in self.store.agents():
+                if row.id in agent_ids:
+                    self.tracks[row.id].load(row)
+
+    def _persist(self, conn: sa.Connection, batch: Batch, accepted: list[_Accepted]) -> dict[str, int]:
+        """Vault (fsynced) what is new, then index it and write the touched ledgers; return their
+        new versions (valid once the transaction commits)."""
+        fresh = [a for a in accepted if a.leaf is None]
+        leaves = iter(self.vault.append([(a.received_at, a.topic, a.payload) for a in fresh]))
+        versions: dict[str, int] = {}
+        for acc in accepted:
+            idx = acc.leaf if acc.leaf is not None else next(leaves)
             batch.records += self._index_rows(acc, idx)
+            batch.indexed = (self.vault_id, max(idx, batch.indexed[1] if batch.indexed else -1))
             if acc.env is not None:
-                batch.update_agent(acc.agent.agent_id, acked_seq=acc.agent.acked)
                 batch.log_lines += [row for r in acc.records if r["kind"] == LOG_LINES
                                     for row in log_line_rows(acc.agent, r, acc.received_at)]
+        for agent_id in {a.agent.agent_id for a in accepted} | set(batch.agents):
+            track = self.tracks[agent_id]
+            versions[agent_id] = (track.version or 0) + 1
+            batch.update_agent(agent_id, **track.row_values(), ledger_version=versions[agent_id])
         if batch:
-            self._commit(batch)
+            self.store.commit(batch, conn)
+        return versions
 
     def _note_gaps(self, track: Track, now: float) -> None:
         holes = {first for first, _ in track.missing()}
@@ -280,12 +372,10 @@ class Ingestor:
     def _set_online(self, track: Track, boot: str, reason: str, now: float, batch: Batch, accepted: list[_Accepted]) -> None:
         previous = track.boot
         track.online, track.boot = True, boot
-        batch.update_agent(track.agent_id, online=True, boot=boot)
         self._event(track, "agent.online", now, {"boot": boot, "previous_boot": previous, "reason": reason}, batch, accepted)
 
     def _set_offline(self, track: Track, reason: str, now: float, batch: Batch, accepted: list[_Accepted], **extra: Any) -> None:
         track.online = False
-        batch.update_agent(track.agent_id, online=False)
         self._event(track, "agent.offline", now, {"boot": track.boot, "reason": reason, **extra}, batch, accepted)
 
     def _event(self, track: Track, kind: str, now: float, data: dict[str, Any], batch: Batch, accepted: list[_Accepted]) -> None:
@@ -294,9 +384,9 @@ class Ingestor:
         accepted.append(_Accepted(None, f"{COLLECTOR_TOPIC}/{track.agent_id}", canonical_json(doc).decode(), now, [doc], track))
 
     def _collector_record(self, doc: dict[str, Any], received_at: float, payload: str, index: int) -> NewRecord:
-        track = self.tracks[doc["agent_id"]]
+        track = self.tracks[doc["agent_id"]]  # the agent's venue and boot of now, as when it was observed
         return NewRecord(track.agent_id, track.venue_id, None, track.boot, "collector", doc["kind"], doc["at"],
-                         received_at, doc["data"], hashlib.sha256(payload.encode()).hexdigest(), index)
+                         received_at, doc["data"], hashlib.sha256(payload.encode()).hexdigest(), index, self.vault_id)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -309,25 +399,9 @@ class Ingestor:
             t.add(r["seq"])  # idempotent here; needed when re-indexing from the vault
         return [
             NewRecord(t.agent_id, t.venue_id, r["seq"], acc.env.boot, acc.env.stream, r["kind"], float(r["at"]),
-                      acc.received_at, _indexed_data(r), _digest(r), index)
+                      acc.received_at, _indexed_data(r), _digest(r), index, self.vault_id)
             for r in acc.records
         ]
-
-    def _commit(self, batch: Batch) -> None:
-        """Commit to the index; while the database is unreachable, wait and retry.
-
-        The batch is already in the vault, and nothing is acknowledged before this returns, so
-        holding here loses nothing: the broker keeps the unacknowledged messages.
-        """
-        delay = 0.5
-        while True:
-            try:
-                self.store.commit(batch)
-                return
-            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-                log.error("database unreachable (%s); holding acks, retrying in %.0fs", exc.orig, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     def _ack(self, track: Track) -> Outgoing:
         """A signed ack: the contiguous watermark and the holes to resend."""

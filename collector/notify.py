@@ -225,8 +225,10 @@ class Notifier:
     """
 
     def __init__(self, engine: Engine, cfg: NotifySection, publish: Publish | None = None, *,
-                 poll_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 poll_seconds: float = 1.0, clock: Callable[[], float] = time.time,
+                 active: Callable[[], bool] = lambda: True) -> None:
         self.engine = engine
+        self.active = active  # in a cluster only the leader sends, or two collectors would send each notice
         self.cfg = cfg
         self.publish = publish
         self.poll_seconds = poll_seconds
@@ -252,7 +254,8 @@ class Notifier:
         """One round per ``poll_seconds``; a database outage only costs rounds, never the thread."""
         while not self._stop.is_set():
             try:
-                self.deliver_due()
+                if self.active():
+                    self.deliver_due()
             except Exception:  # noqa: BLE001 - keep delivering once the database is back
                 log.exception("notification round failed; retrying in %.0f s", self.poll_seconds)
             self._stop.wait(self.poll_seconds)

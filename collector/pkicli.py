@@ -46,7 +46,7 @@ def handler(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
 
 def _init(cfg: config.CollectorConfig, pki: Pki, args: argparse.Namespace) -> int:
     hosts = args.broker_host or [cfg.broker.public_host or cfg.broker.host]
-    collector_id = args.collector_id or cfg.broker.client_id
+    collector_id = args.collector_id or cfg.client_id
     pki.init(hosts, collector_id)
     print(t("pki_inited", dir=pki.folder, hosts=", ".join(hosts), collector_id=collector_id))
     return 0

@@ -124,28 +124,39 @@ def mark_sent(store: Store, round_id: int, agents: list[str], sent_at: float, de
 def take_reports(store: Store, limit_scan: int = 100_000) -> int:
     """Index the readiness reports ingest stored since the last call; return how many.
 
-    The cursor is a vault leaf, not a record id: a rebuilt index numbers records anew but keeps
-    their leaves. Each call reads only records above the cursor (up to the highest leaf at the
-    time), so an index of millions of events costs nothing per tick.
+    The cursor is a vault leaf per vault, not a record id: a rebuilt index numbers records anew
+    but keeps their leaves, and each vault's leaves are indexed in order by its one collector
+    (``vaults.indexed_upto`` moves in the same transaction). Each call reads only records above
+    the cursors, so an index of millions of events costs nothing per tick.
     """
     rec = schema.records.c
     with store.engine.begin() as conn:
-        cursor = _cursor(conn)
-        top = conn.execute(sa.select(sa.func.max(rec.vault_index))).scalar()
-        if top is None or top <= cursor:
+        cursors = _cursors(conn)
+        before = dict(cursors)
+        tops = dict(conn.execute(sa.select(schema.vaults.c.id, schema.vaults.c.indexed_upto)).all())
+        if "main" not in tops:  # an index written without a vaults row (tests, benches)
+            tops["main"] = conn.execute(sa.select(sa.func.max(rec.vault_index)).where(rec.vault_id == "main")).scalar()
+        rows = []
+        for vault_id, top in sorted(tops.items()):
+            cursor = cursors.get(vault_id, -1)
+            if top is None or top <= cursor:
+                continue
+            cursors[vault_id] = top = min(int(top), cursor + limit_scan)
+            rows += conn.execute(sa.select(rec.id, rec.agent_id, rec.venue_id, rec.seq, rec.received_at, rec.data,
+                                           rec.vault_index, rec.vault_id)
+                                 .where(rec.vault_id == vault_id, rec.vault_index > cursor, rec.vault_index <= top,
+                                        rec.stream == "rpt", rec.kind == "readiness.report")
+                                 .order_by(rec.vault_index, rec.id)).all()
+        if cursors == before:
             return 0
-        top = min(int(top), cursor + limit_scan)
-        rows = conn.execute(sa.select(rec.id, rec.agent_id, rec.venue_id, rec.seq, rec.received_at, rec.data,
-                                      rec.vault_index).where(rec.vault_index > cursor, rec.vault_index <= top,
-                                                             rec.stream == "rpt", rec.kind == "readiness.report")
-                            .order_by(rec.vault_index, rec.id)).all()
+        rows.sort(key=lambda row: row.received_at)
         parsed = [(row, _parse(row.data)) for row in rows]
         ids = {rep.round_id for _, rep in parsed if rep is not None and rep.round_id is not None}
         r = schema.readiness_rounds.c
         found = {m["id"]: m for m in conn.execute(sa.select(schema.readiness_rounds).where(r.id.in_(ids))).mappings()} if ids else {}
         if parsed:
             conn.execute(schema.agent_reports.insert(), [_answer_row(row, rep, found) for row, rep in parsed])
-        _set_cursor(conn, top)
+        _set_cursors(conn, cursors)
     return len(rows)
 
 
@@ -160,7 +171,7 @@ def _answer_row(row: Any, report: Report | None, rounds_: dict[int, Any]) -> dic
     """An ``agent_reports`` row for one indexed report; a report naming a round of another venue,
     or not addressed to this agent, is kept without a round (evidence, but no part of a verdict)."""
     base = {"venue_id": row.venue_id, "agent_id": row.agent_id, "record_id": row.id, "vault_index": row.vault_index,
-            "seq": row.seq, "received_at": row.received_at}
+            "vault_id": row.vault_id, "seq": row.seq, "received_at": row.received_at}
     if report is None:
         return {**base, "round_id": None, "exam_day": str(row.data.get("exam_day", ""))[:10], "started_at": None,
                 "finished_at": None, "result": "invalid", "items": [], "baseline": {}, "config_version": 0, "late": True}
@@ -186,16 +197,19 @@ def answers(conn: sa.Connection, round_id: int) -> dict[str, rd.Answer]:
     return out
 
 
-def _cursor(conn: sa.Connection) -> int:
+def _cursors(conn: sa.Connection) -> dict[str, int]:
+    """The last leaf read per vault (a cursor saved before clusters is one leaf of the vault "main")."""
     s = schema.readiness_state.c
-    value = conn.execute(sa.select(s.value).where(s.key == CURSOR)).scalar()
-    return -1 if value is None else int(value["vault_index"])
+    value = conn.execute(sa.select(s.value).where(s.key == CURSOR)).scalar() or {}
+    if "vault_index" in value:
+        return {"main": int(value["vault_index"])}
+    return {k: int(v) for k, v in value.get("vaults", {}).items()}
 
 
-def _set_cursor(conn: sa.Connection, vault_index: int) -> None:
+def _set_cursors(conn: sa.Connection, cursors: dict[str, int]) -> None:
     s = schema.readiness_state
     conn.execute(s.delete().where(s.c.key == CURSOR))
-    conn.execute(s.insert().values(key=CURSOR, value={"vault_index": vault_index}))
+    conn.execute(s.insert().values(key=CURSOR, value={"vaults": cursors}))
 
 
 # -- completing a round --------------------------------------------------------------------------
@@ -264,12 +278,12 @@ def unvaulted_reports(store: Store, limit: int = 100) -> list[dict[str, Any]]:
     return reports
 
 
-def set_vault_index(store: Store, pairs: list[tuple[int, int]]) -> None:
-    """Record where each venue report went in the vault."""
+def set_vault_index(store: Store, pairs: list[tuple[int, int]], vault_id: str = "main") -> None:
+    """Record where each venue report went in the vault (``vault_id``'s)."""
     v = schema.venue_reports
     with store.engine.begin() as conn:
         for report_id, index in pairs:
-            conn.execute(v.update().where(v.c.id == report_id).values(vault_index=index))
+            conn.execute(v.update().where(v.c.id == report_id).values(vault_index=index, vault_id=vault_id))
 
 
 # -- views ---------------------------------------------------------------------------------------

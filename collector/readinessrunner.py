@@ -41,11 +41,14 @@ class ReadinessRunner:
         cfg: the [readiness] section.
         tz: the [schedule] time zone: exam days and the round time are local to it.
         connected: whether the broker connection is up; commands wait for it rather than queue.
+        vault_id: the name of ``vault`` (the venue reports' leaves are in it).
     """
 
     def __init__(self, store: Store, vault: Vault, key: Ed25519PrivateKey, cfg: ReadinessSection, tz: str,
-                 connected: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time) -> None:
+                 connected: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
+                 vault_id: str = "main") -> None:
         self.store, self.vault, self.key, self.cfg, self.tz = store, vault, key, cfg, tz
+        self.vault_id = vault_id
         self.connected, self.clock = connected, clock
         self._scheduled = float("-inf")
 
@@ -107,7 +110,7 @@ class ReadinessRunner:
             return 0
         notes = [(now, READINESS_TOPIC, canonical_json(self._note(r)).decode()) for r in reports]
         indexes = self.vault.append(notes)
-        rs.set_vault_index(self.store, [(r["id"], idx) for r, idx in zip(reports, indexes)])
+        rs.set_vault_index(self.store, [(r["id"], idx) for r, idx in zip(reports, indexes)], self.vault_id)
         return len(reports)
 
     def _note(self, rep: dict[str, Any]) -> dict[str, Any]:

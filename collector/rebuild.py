@@ -32,21 +32,33 @@ class _Rebuilder(Ingestor):
         return super()._collector_record(doc, received_at, payload, index)
 
 
-def rebuild(store: Store, vault: Vault) -> int:
-    """Drop the vault-derived index and re-create it; return the number of records indexed."""
+def rebuild(store: Store, vaults: dict[str, Vault]) -> int:
+    """Drop the vault-derived index and re-create it from ``vaults`` (by vault id: one, or every
+    collector's of a cluster, all stopped); return the number of records indexed.
+
+    The vaults are indexed one after the other through ingest's locked path, so a seq held in two
+    vaults (a collector killed between its vault write and its commit, whose agent resent to
+    another) is indexed once, from the first vault that has it.
+    """
     with store.engine.begin() as conn:
         conn.execute(schema.log_lines.delete())
         conn.execute(schema.records.delete())
-        conn.execute(schema.agents.update().values(acked_seq=0))
-    ing = _Rebuilder(store, vault, new_private_key())  # the key signs acks, none are sent here
-    ing.refresh_registry(force=True)
-    for track in ing.tracks.values():
-        track.boot = None
-    ing._reindex_vault_tail()  # noqa: SLF001 - the one place that indexes vault entries
+        conn.execute(schema.vaults.update().values(indexed_upto=-1))
+        conn.execute(schema.agents.update().values(acked_seq=0, above=[], gaps={}, clock_skewed=False,
+                                                   ledger_version=schema.agents.c.ledger_version + 1))
+    cursors: dict[str, int] = {}
+    for vault_id, vault in sorted(vaults.items()):
+        ing = _Rebuilder(store, vault, new_private_key(), vault_id=vault_id)  # the key signs acks, none are sent here
+        ing.refresh_registry(force=True)
+        for track in ing.tracks.values():
+            track.boot = None
+        ing._reindex_vault_tail(-1)  # noqa: SLF001 - the one place that indexes vault entries
+        with store.engine.connect() as conn:
+            top = conn.execute(sa.select(sa.func.max(schema.records.c.id)).where(schema.records.c.vault_id == vault_id)).scalar()
+        cursors[vault_id] = int(top or 0)
     with store.engine.begin() as conn:
         # The rebuilt records are history the rulebook has already judged (cases keep vault leaves,
-        # not record ids): its cursor moves past them, or it would open every case again.
-        top = conn.execute(sa.select(sa.func.max(schema.records.c.id))).scalar() or 0
+        # not record ids): its cursors move past them, or it would open every case again.
         conn.execute(schema.rule_state.delete().where(schema.rule_state.c.key == "cursor"))
-        conn.execute(schema.rule_state.insert().values(key="cursor", value={"id": int(top)}))
+        conn.execute(schema.rule_state.insert().values(key="cursor", value={"vaults": cursors}))
         return int(conn.execute(sa.select(sa.func.count()).select_from(schema.records)).scalar() or 0)

@@ -46,9 +46,10 @@ class Event:
     data: dict[str, Any]
     vault_index: int
     seq: int | None = None
+    vault_id: str = "main"  # whose vault holds the leaf (one per collector of a cluster)
 
     def evidence(self) -> list[Any]:
-        return [self.record_id, self.vault_index, self.kind, self.at, self.agent_id, self.seq]
+        return [self.record_id, self.vault_index, self.kind, self.at, self.agent_id, self.seq, self.vault_id]
 
 
 @dataclass(frozen=True)

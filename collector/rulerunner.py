@@ -4,6 +4,10 @@ The rulebook reads the index (``records``) behind ingest, by a cursor, rather th
 events by ingest: ingest stays as fast as the vault allows, the rulebook can be rebuilt or
 replayed from the index, and one transaction holds a step's case changes, its memory and its
 cursor, so a collector killed mid-step neither loses nor doubles a case.
+
+The cursor is one record id per vault: each vault's records are committed in id order by its one
+collector, whereas two collectors of a cluster commit interleaved ids, so a single id cursor
+could pass a record whose transaction had not committed yet and never see it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -40,17 +44,21 @@ class RulebookRunner:
         calendar: exam and maintenance windows (default: from the store).
         notify: where case changes are announced (None: nowhere).
         reload_seconds: how often the folder is checked for edits.
+        fence: called first in each step's transaction; raises when this collector is no longer
+            the cluster's leader (collector.leader), so a deposed leader writes nothing.
     """
 
     def __init__(self, store: Store, folder: Path | None = None, calendar: Calendar | None = None,
-                 notify: NotifySection | None = None, reload_seconds: float = 5.0) -> None:
+                 notify: NotifySection | None = None, reload_seconds: float = 5.0,
+                 fence: Callable[[sa.Connection], None] | None = None) -> None:
         self.store = store
         self.folder = folder or SHIPPED_RULES
         self.calendar = calendar or StoreCalendar(store)
         self.notify = notify
         self.reload_seconds = reload_seconds
         self.errors: list[RuleError] = []
-        self.cursor = 0
+        self.fence = fence
+        self.cursors: dict[str, int] = {}  # vault id -> last record id read
         self._signature: tuple[Any, ...] = ()
         self._checked = float("-inf")
         rules, errors = check_rules(self.folder)
@@ -58,6 +66,12 @@ class RulebookRunner:
             raise RuleFileErrors(errors)
         self._signature = self._folder_signature()
         self.rulebook = Rulebook(rules, self.calendar)
+        self._restore()
+
+    def reset(self) -> None:
+        """Forget the memory and take it again from the store (it may be stale or half-written:
+        a failed step, or leadership gained after another collector ran the rules)."""
+        self.rulebook = Rulebook(list(self.rulebook.rules.values()), self.calendar)
         self._restore()
 
     # -- rules -----------------------------------------------------------------------------------
@@ -103,6 +117,8 @@ class RulebookRunner:
         transaction with the memory and the cursor; scenarios and benchmarks may hand events in directly."""
         try:
             with self.store.engine.begin() as conn:
+                if self.fence is not None:
+                    self.fence(conn)
                 sink = StoreSink(conn, self.notify, now)
                 for ev in events:
                     self.rulebook.watch_agent(ev.venue_id, ev.agent_id, ev.at)
@@ -110,14 +126,13 @@ class RulebookRunner:
                 if advance:
                     self.rulebook.advance(now, sink)
                 sink.flush()
-                if events:
-                    self.cursor = max(self.cursor, events[-1].record_id)
+                for ev in events:
+                    self.cursors[ev.vault_id] = max(self.cursors.get(ev.vault_id, 0), ev.record_id)
                 self._save(conn)
         except Exception:
             # The transaction rolled back (e.g. the database went away): the memory must not keep
             # case ids that were never written. Start again from what the store holds.
-            self.rulebook = Rulebook(list(self.rulebook.rules.values()), self.calendar)
-            self._restore()
+            self.reset()
             raise
 
     def _next_events(self, limit: int) -> list[Event]:
@@ -125,13 +140,16 @@ class RulebookRunner:
         no rule looks into, and decoding their JSON was most of a step's time)."""
         r = schema.records.c
         data = sa.case((r.kind.in_(sorted(self.rulebook.kinds)), r.data), else_=sa.null())
-        q = (sa.select(r.id, r.venue_id, r.agent_id, r.kind, r.at, sa.type_coerce(data, sa.JSON).label("data"),
-                       r.vault_index, r.seq)
-             .where(r.id > self.cursor, r.stream.in_(EVENT_STREAMS)).order_by(r.id).limit(limit))
+        q = sa.select(r.id, r.venue_id, r.agent_id, r.kind, r.at, sa.type_coerce(data, sa.JSON).label("data"),
+                      r.vault_index, r.seq, r.vault_id).where(r.stream.in_(EVENT_STREAMS)).order_by(r.id).limit(limit)
+        rows = []
         with self.store.engine.connect() as conn:
-            rows = conn.execute(q).all()
-        return [Event(row.id, row.venue_id, row.agent_id, row.kind, row.at, row.data or {}, row.vault_index, row.seq)
-                for row in rows]
+            vault_ids = set(conn.execute(sa.select(schema.vaults.c.id)).scalars()) | set(self.cursors) | {"main"}
+            for vault_id in sorted(vault_ids):
+                rows += conn.execute(q.where(r.vault_id == vault_id, r.id > self.cursors.get(vault_id, 0))).all()
+        rows.sort(key=lambda row: row.id)
+        return [Event(row.id, row.venue_id, row.agent_id, row.kind, row.at, row.data or {}, row.vault_index, row.seq,
+                      row.vault_id) for row in rows[:limit]]
 
     # -- memory ----------------------------------------------------------------------------------
 
@@ -140,7 +158,7 @@ class RulebookRunner:
         saved, removed = self.rulebook.take_changes()
         st = schema.rule_state
         rows = [{"key": CONDITION + k, "value": v} for k, v in saved.items()]
-        rows += [{"key": CURSOR, "value": {"id": self.cursor}}]
+        rows += [{"key": CURSOR, "value": {"vaults": self.cursors}}]
         if self.rulebook.aux_dirty:
             rows += [{"key": COUNTS, "value": self.rulebook.counts}, {"key": ABSENT, "value": self.rulebook.absent_seen}]
             self.rulebook.aux_dirty = False
@@ -154,7 +172,14 @@ class RulebookRunner:
         st = schema.rule_state
         with self.store.engine.connect() as conn:
             found = {row.key: row.value for row in conn.execute(sa.select(st.c.key, st.c.value))}
-        self.cursor = int(found.pop(CURSOR, {"id": 0})["id"])
+        self.cursors = cursors_of(found.pop(CURSOR, {}))
         counts, absent = found.pop(COUNTS, {}), found.pop(ABSENT, {})
         conditions = [v for k, v in found.items() if k.startswith(CONDITION)]
         self.rulebook.restore(conditions, counts, absent)
+
+
+def cursors_of(value: dict[str, Any]) -> dict[str, int]:
+    """Per-vault cursors as saved; a cursor saved before clusters is one id over the vault "main"."""
+    if "vaults" in value:
+        return {k: int(v) for k, v in value["vaults"].items()}
+    return {"main": int(value["id"])} if "id" in value else {}

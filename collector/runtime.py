@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
@@ -12,6 +13,7 @@ from collector import keys
 from collector.config import CollectorConfig
 from collector.cases import seal_actions
 from collector.ingest import Ingestor
+from collector.leader import Leader, Leadership, SoleLeadership
 from collector.notify import Notifier, PahoPublisher
 from collector.pki import broker_tls
 from collector.readinessrunner import ReadinessRunner
@@ -46,18 +48,26 @@ class Collector:
         self.store = open_store(cfg)
         self.key = keys.load_or_create(data / "collector.key")
         self.vault = open_vault(cfg)  # Merkle log, signed checkpoints, witness copies
+        # Every collector of a cluster ingests; one, the leader, runs what needs a single writer:
+        # ingest's sweep, the rulebook, readiness and notices (deploy/scale-out.md).
+        cl = cfg.cluster
+        self.leadership: Leader = (Leadership(self.store.engine, cl.node_id, cl.leader_poll_seconds) if cl.enabled
+                                   else SoleLeadership())
         ing = cfg.ingest
         self.ingestor = Ingestor(self.store, self.vault, self.key, deadline_factor=ing.deadline_factor,
-                                 gap_grace=ing.gap_grace, max_clock_skew=ing.max_clock_skew)
-        self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.broker.client_id, ing.batch_max,
-                                     tls=broker_tls(cfg.broker))
-        self.rules = RulebookRunner(self.store, cfg.rules.folder, notify=cfg.notify, reload_seconds=cfg.rules.reload_seconds)
+                                 gap_grace=ing.gap_grace, max_clock_skew=ing.max_clock_skew, vault_id=cfg.vault_id)
+        self.service = IngestService(self.ingestor, cfg.broker.host, cfg.broker.port, cfg.client_id, ing.batch_max,
+                                     tls=broker_tls(cfg.broker), session_expiry=cfg.session_expiry,
+                                     share_group=cl.share_group if cl.enabled else None, leader=self.leadership.held)
+        self.rules = RulebookRunner(self.store, cfg.rules.folder, notify=cfg.notify, reload_seconds=cfg.rules.reload_seconds,
+                                    fence=self.leadership.fence)
+        self._rules_epoch = self.leadership.epoch  # the leadership the rulebook's memory belongs to
         self.service.add_periodic(self._rules_tick)
         self.readiness = ReadinessRunner(self.store, self.vault, self.key, cfg.readiness, cfg.schedule.timezone,
-                                         connected=self.service.connected.is_set)
+                                         connected=self.service.connected.is_set, vault_id=cfg.vault_id)
         self.service.add_periodic(self.readiness.tick)  # rounds, commands, venue reports, seals
         publisher = PahoPublisher(self.service.client, timeout=cfg.notify.send_timeout)
-        self.notifier = Notifier(self.store.engine, cfg.notify, publish=publisher)
+        self.notifier = Notifier(self.store.engine, cfg.notify, publish=publisher, active=self.leadership.held)
         # Telemetry tails the store in its own thread: InfluxDB down never holds ingest or acks.
         self.timeseries = open_sink(cfg, self.store)  # None when [influx] url is empty
         self._web: uvicorn.Server | None = None
@@ -68,15 +78,19 @@ class Collector:
 
     def _rules_tick(self) -> None:
         """Rules over what ingest indexed since, then the case actions into the vault."""
+        if self.leadership.epoch != self._rules_epoch:  # leader again: another collector ran the rules meanwhile
+            self.rules.reset()
+            self._rules_epoch = self.leadership.epoch
         self.rules.reload_if_changed()
         deadline = time.monotonic() + RULES_TICK_SECONDS
         while self.rules.step(limit=RULES_STEP) == RULES_STEP and time.monotonic() < deadline:
             pass
-        seal_actions(self.store, self.vault, time.time())
+        seal_actions(self.store, self.vault, time.time(), vault_id=self.cfg.vault_id)
 
     def start(self) -> None:
         """Index what the vault has beyond the store, then start ingest and the web."""
-        self.ingestor.load()
+        self.ingestor.load(host=f"{socket.gethostname()}:{self.cfg.collector.data_dir.resolve()}")
+        self.leadership.start()
         self.service.start()
         self.notifier.start()
         if self.timeseries is not None:
@@ -91,6 +105,7 @@ class Collector:
         """Stop ingest (finishing the current batch), the web, and close files."""
         self.notifier.stop()
         self.service.stop()
+        self.leadership.stop()
         if self._web is not None:
             self._web.should_exit = True
             if self._web_thread:

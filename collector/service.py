@@ -3,6 +3,8 @@
 Subscribes to every agent stream with a persistent MQTT v5 session (so the broker queues while
 the collector is down) and manual acknowledgement: a message is PUBACKed to the broker only
 after the ingestor has vaulted and indexed it, so a collector killed mid-batch gets it again.
+In a cluster each collector subscribes through the broker's MQTT v5 shared subscription
+(``$share/<group>/…``), so each message goes to one of them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from protocol import topics
 
 log = logging.getLogger("venueguard.collector.service")
 
-#: The broker keeps the collector's session (and queues for it) this long while it is away.
-SESSION_EXPIRY = 7 * 24 * 3600
-
 
 class IngestService:
     """Feeds MQTT messages to an :class:`Ingestor` in batches and publishes its acks.
@@ -39,12 +38,19 @@ class IngestService:
         client_id: the collector's MQTT identity (its persistent session is keyed on it).
         batch_max: messages handled per vault fsync at most.
         tls: client context for mutual TLS with the broker; None = plain MQTT.
+        session_expiry: seconds the broker keeps the session (and queues for it) while away.
+        share_group: subscribe through this shared-subscription group (a cluster); None = alone.
+        leader: whether this collector runs the time-driven work (ingest's sweep and the periodic
+            tasks: rules, readiness); in a cluster only the leader does.
     """
 
     def __init__(self, ingestor: Ingestor, host: str, port: int, client_id: str = "venueguard-collector",
-                 batch_max: int = 1000, tls: ssl.SSLContext | None = None) -> None:
+                 batch_max: int = 1000, tls: ssl.SSLContext | None = None, *, session_expiry: int = 7 * 24 * 3600,
+                 share_group: str | None = None, leader: Callable[[], bool] = lambda: True) -> None:
         self.ingestor = ingestor
         self.batch_max = batch_max
+        self.share_group = share_group
+        self.leader = leader
         self.connected = threading.Event()
         self._queue: queue.Queue[tuple[Message, int, int]] = queue.Queue()
         self._stop = threading.Event()
@@ -57,15 +63,16 @@ class IngestService:
             self._client.tls_set_context(tls)
         self._client.max_inflight_messages_set(1000)
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY
+        props.SessionExpiryInterval = session_expiry
         props.ReceiveMaximum = 1000
         self._client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
         self._worker = threading.Thread(target=self._work, name="ingest", daemon=True)
         self._periodic: list[Callable[[], list[Outgoing] | None]] = []
 
     def add_periodic(self, fn: Callable[[], list[Outgoing] | None]) -> None:
-        """Run ``fn`` in the worker thread between batches, with the ingestor's tick (the rulebook:
-        it writes cases and vaults case actions, and the vault has this one writer thread).
+        """Run ``fn`` in the worker thread between batches, with the ingestor's tick, while this
+        collector is the leader (the rulebook: it writes cases and vaults case actions, and the
+        vault has this one writer thread).
         Messages ``fn`` returns are published (e.g. the readiness commands)."""
         self._periodic.append(fn)
 
@@ -85,7 +92,8 @@ class IngestService:
         if reason.is_failure:
             log.error("broker refused the collector: %s", reason)
             return
-        client.subscribe([(f"{topics.PREFIX}/+/{s}", 1) for s in topics.AGENT_STREAMS])
+        share = f"$share/{self.share_group}/" if self.share_group else ""
+        client.subscribe([(f"{share}{topics.PREFIX}/+/{s}", 1) for s in topics.AGENT_STREAMS])
         self.connected.set()
         log.info("collector connected to the broker")
 
@@ -104,14 +112,15 @@ class IngestService:
             if batch:
                 self._handle(batch)
             if time.monotonic() >= next_tick:
-                self._publish(self.ingestor.tick())
                 self.ingestor.vault.tick()  # a signed checkpoint when due, even when idle (same writer thread)
-                for fn in self._periodic:
+                next_tick = time.monotonic() + 0.5
+                if not self.leader():
+                    continue
+                for fn in [self.ingestor.tick, *self._periodic]:
                     try:
                         self._publish(fn() or [])
                     except Exception:  # noqa: BLE001 - a rule or database fault must not stop ingest
                         log.exception("periodic task %s failed; ingest goes on", getattr(fn, "__name__", fn))
-                next_tick = time.monotonic() + 0.5
 
     def _handle(self, batch: list[tuple[Message, int, int]]) -> None:
         try:

@@ -100,11 +100,14 @@ class TimeseriesSink:
         data_dir: where the cursor and the gap log live.
         writer: the InfluxDB writer (default: built from ``section``; raises :class:`TelemetryError`).
         clock: wall time, for log lines about gaps.
+        vault_id: read only the records this collector indexed (its vault's): in a cluster each
+            collector writes the points of its own share, and its id order is its commit order.
     """
 
     def __init__(self, store: Store, section: InfluxSection, data_dir: Path, *, writer: InfluxWriter | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, vault_id: str = "main") -> None:
         self.store = store
+        self.vault_id = vault_id
         self.section = section
         self.writer = writer or InfluxWriter(section)
         self.cursor_path = data_dir / CURSOR_FILE
@@ -173,9 +176,10 @@ class TimeseriesSink:
         while self.buffer.has_room():
             page = min(PAGE, self.buffer.limit - len(self.buffer))
             with self.store.engine.connect() as conn:
-                top = conn.execute(sa.select(sa.func.max(r.id))).scalar() or 0
+                top = conn.execute(sa.select(sa.func.max(r.id)).where(r.vault_id == self.vault_id)).scalar() or 0
                 rows = conn.execute(sa.select(r.id, r.venue_id, r.agent_id, r.kind, r.at, r.data)
-                                    .where(r.id > self.read_upto, r.id <= top, r.kind.in_(DERIVED_KINDS))
+                                    .where(r.vault_id == self.vault_id, r.id > self.read_upto, r.id <= top,
+                                           r.kind.in_(DERIVED_KINDS))
                                     .order_by(r.id).limit(page)).all()
             for row in rows:
                 self.buffer.points.extend(derive(Row(row.id, row.venue_id, row.agent_id, row.kind, row.at, row.data)))
@@ -298,7 +302,8 @@ class TimeseriesSink:
             return int(json.loads(self.cursor_path.read_text())["record_id"])
         except FileNotFoundError:
             with self.store.engine.connect() as conn:
-                return int(conn.execute(sa.select(sa.func.max(schema.records.c.id))).scalar() or 0)
+                r = schema.records.c
+                return int(conn.execute(sa.select(sa.func.max(r.id)).where(r.vault_id == self.vault_id)).scalar() or 0)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TelemetryError(f"{self.cursor_path} is unreadable ({exc}); delete it to start telemetry from "
                                  "the newest record, then backfill the missing period") from exc
@@ -320,7 +325,7 @@ def open_sink(cfg: CollectorConfig, store: Store) -> TimeseriesSink | None:
     Raises :class:`TelemetryError` for a setting that cannot work (e.g. a missing token file)."""
     if not cfg.influx.url:
         return None
-    return TimeseriesSink(store, cfg.influx, cfg.collector.data_dir)
+    return TimeseriesSink(store, cfg.influx, cfg.collector.data_dir, vault_id=cfg.vault_id)
 
 
 def backfill(store: Store, writer: InfluxWriter, since: float, until: float | None = None,

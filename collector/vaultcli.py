@@ -171,18 +171,24 @@ def rebuild(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
     """Drop and rebuild the index; needs the vault lock, so the collector must be stopped."""
     from collector.rebuild import rebuild as run
     from collector.runtime import open_store
-    from collector.vault import VaultError, wiring
+    from collector.vault import Vault, VaultError, wiring
 
+    vaults = {}
     try:
-        vault = wiring.open_vault(cfg)
+        vaults[cfg.vault_id] = wiring.open_vault(cfg)
+        for vault_id, root in cfg.vault.roots.items():  # the cluster's other vaults, their collectors stopped
+            vaults[vault_id] = Vault(root)
     except VaultError as exc:
+        for vault in vaults.values():
+            vault.close()
         print(t("vault_busy", detail=exc), file=sys.stderr)
         return 2
     store = open_store(cfg)
     try:
-        count = run(store, vault)
+        count = run(store, vaults)
     finally:
-        vault.close()
+        for vault in vaults.values():
+            vault.close()
         store.close()
-    print(t("rebuilt", count=count, leaves=vault.size))
+    print(t("rebuilt", count=count, leaves=sum(v.size for v in vaults.values())))
     return 0

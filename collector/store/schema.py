@@ -43,6 +43,13 @@ agents = sa.Table(
     sa.Column("outbox_depth", sa.Integer),
     sa.Column("clock_offset", sa.Float),
     sa.Column("acked_seq", sa.BigInteger, nullable=False, default=0),
+    # The rest of the ingest ledger, so any collector of a cluster can take over an agent:
+    # seqs stored past a hole, holes reported as seq.gap (first -> last), the clock verdict, and
+    # a version bumped by every ledger write (a collector whose copy has another version reloads).
+    sa.Column("above", sa.JSON, nullable=False, server_default="[]"),
+    sa.Column("gaps", sa.JSON, nullable=False, server_default="{}"),
+    sa.Column("clock_skewed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ledger_version", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_agents_venue", "venue_id"),  # the overview and venue pages list a venue's agents
 )
 
@@ -60,10 +67,14 @@ records = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("vault_index", sa.BigInteger, nullable=False),
+    sa.Column("vault_id", sa.String(64), nullable=False, server_default="main"),  # whose vault holds the leaf
     sa.UniqueConstraint("agent_id", "seq", name="uq_records_agent_seq"),
     sa.Index("ix_records_received", "received_at"),
     sa.Index("ix_records_venue_at", "venue_id", "at"),
-    sa.Index("ix_records_vault", "vault_index"),
+    sa.Index("ix_records_vault", "vault_id", "vault_index"),
+    # Readers behind ingest keep one cursor per vault: each vault's rows are committed in id order
+    # by its one collector, whereas ids of two collectors interleave with their commits.
+    sa.Index("ix_records_vault_id", "vault_id", "id"),
 )
 
 log_lines = sa.Table(
@@ -175,6 +186,7 @@ case_evidence = sa.Table(
     sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), primary_key=True),
     sa.Column("record_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("vault_index", sa.BigInteger, nullable=False),
+    sa.Column("vault_id", sa.String(64), nullable=False, server_default="main"),
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("agent_id", sa.String(64), nullable=False),
@@ -194,6 +206,7 @@ case_actions = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("vault_index", sa.BigInteger),
+    sa.Column("vault_id", sa.String(64), nullable=False, server_default="main"),  # the sealing collector's vault
     sa.Index("ix_case_actions_case", "case_id"),
     sa.Index("ix_case_actions_unvaulted", "vault_index"),
 )
@@ -273,6 +286,7 @@ agent_reports = sa.Table(
     sa.Column("exam_day", sa.String(10), nullable=False),
     sa.Column("record_id", sa.BigInteger, nullable=False),
     sa.Column("vault_index", sa.BigInteger, nullable=False),
+    sa.Column("vault_id", sa.String(64), nullable=False, server_default="main"),
     sa.Column("seq", sa.BigInteger),
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
@@ -298,6 +312,7 @@ venue_reports = sa.Table(
     sa.Column("agents", sa.JSON, nullable=False),  # per agent: result and the evidence links
     sa.Column("fixed", sa.JSON, nullable=False),  # items that failed in the day's previous report and pass now
     sa.Column("vault_index", sa.BigInteger),  # NULL until the running collector vaulted it
+    sa.Column("vault_id", sa.String(64), nullable=False, server_default="main"),
     sa.UniqueConstraint("round_id", name="uq_venue_reports_round"),
     sa.Index("ix_venue_reports_venue_day", "venue_id", "exam_day"),
     sa.Index("ix_venue_reports_unvaulted", "vault_index"),
@@ -388,4 +403,28 @@ vault_verifications = sa.Table(
     sa.Column("problem_count", sa.Integer, nullable=False),
     sa.Column("problem", sa.Text, nullable=False),  # the first problem found, "" when ok
     sa.Index("ix_vault_verifications_finished", "finished_at"),
+)
+
+
+# -- more than one collector (issue 9) ---------------------------------------------------------
+
+# Each collector's vault and how far the index holds it: a restarted collector indexes its vault
+# from ``indexed_upto + 1`` (a MAX over records would stop short when the last leaves held only
+# duplicates or case notes).
+vaults = sa.Table(
+    "vaults", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(200), nullable=False, server_default=""),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("indexed_upto", sa.BigInteger, nullable=False),
+)
+
+# One row: the leader's fencing epoch. Whoever takes the leader lock bumps it; every leader
+# transaction checks it under a share lock, so a collector that lost the lead cannot write after.
+cluster_leader = sa.Table(
+    "cluster_leader", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("since", sa.Float),
 )

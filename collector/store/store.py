@@ -41,6 +41,10 @@ class AgentRow:
     outbox_depth: int | None
     clock_offset: float | None
     acked_seq: int
+    above: list[int]
+    gaps: dict[str, int]
+    clock_skewed: bool
+    ledger_version: int
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class NewRecord:
     data: dict[str, Any]
     digest: str
     vault_index: int
+    vault_id: str = "main"
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,14 @@ class Batch:
     log_lines: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    indexed: tuple[str, int] | None = None  # (vault id, leaf): the vault is indexed up to this leaf
 
     def update_agent(self, agent_id: str, **values: Any) -> None:
         """Merge column updates for one agent."""
         self.agents.setdefault(agent_id, {}).update(values)
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.log_lines or self.dead_letters or self.agents)
+        return bool(self.records or self.log_lines or self.dead_letters or self.agents or self.indexed)
 
 
 class Store:
@@ -174,40 +180,66 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def seqs_above(self, agent_id: str, after: int) -> set[int]:
-        """Seqs stored for ``agent_id`` above its contiguous watermark (out-of-order arrivals)."""
-        r = schema.records.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(r.seq).where(r.agent_id == agent_id, r.seq > after)).all()
-        return {row[0] for row in rows}
+    def lock_agents(self, conn: sa.Connection, agent_ids: list[str]) -> list[AgentRow]:
+        """The agents' rows, locked until ``conn``'s transaction ends (PostgreSQL; SQLite has one
+        writer anyway). Locked in id order, so two collectors' batches never deadlock."""
+        cols = [getattr(schema.agents.c, f) for f in AgentRow.__dataclass_fields__]
+        q = sa.select(*cols).where(schema.agents.c.id.in_(sorted(agent_ids))).order_by(schema.agents.c.id)
+        return [AgentRow(*r) for r in conn.execute(q.with_for_update())]
 
-    def digests(self, agent_id: str, seqs: Iterable[int]) -> dict[int, str]:
+    def agents_due(self, now: float, deadline_factor: float) -> list[str]:
+        """Agents the time-driven sweep must look at: online but silent past their heartbeat
+        deadline, or with a hole in their seqs (open or reported)."""
+        a = schema.agents.c
+        silent = sa.and_(a.online, a.last_heartbeat < now - deadline_factor * a.heartbeat_interval)
+        holes = sa.or_(sa.cast(a.above, sa.Text) != "[]", sa.cast(a.gaps, sa.Text) != "{}")
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(a.id).where(~a.revoked, sa.or_(silent, holes))).scalars())
+
+    def digests(self, conn: sa.Connection, agent_id: str, seqs: Iterable[int]) -> dict[int, str]:
         """Stored digests of some of an agent's seqs, to tell a resend from a forgery."""
         r = schema.records.c
-        seqs = list(seqs)
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(r.seq, r.digest).where(r.agent_id == agent_id, r.seq.in_(seqs))).all()
+        rows = conn.execute(sa.select(r.seq, r.digest).where(r.agent_id == agent_id, r.seq.in_(list(seqs)))).all()
         return {s: d for s, d in rows}
 
-    def max_vault_index(self) -> int:
-        """Highest vault index indexed so far (-1 when empty)."""
-        with self.engine.connect() as conn:
-            value = conn.execute(sa.select(sa.func.max(schema.records.c.vault_index))).scalar()
-        return -1 if value is None else int(value)
+    def claim_vault(self, vault_id: str, host: str) -> int:
+        """Register this collector's vault (or find it again); return the last leaf indexed (-1: none).
 
-    def commit(self, batch: Batch) -> None:
-        """Write one ingest round atomically."""
+        Two collectors writing one vault id would interleave two Merkle logs under one name, so a
+        vault id held by another host is refused.
+        """
+        v = schema.vaults.c
         with self.engine.begin() as conn:
-            if batch.records:
-                conn.execute(schema.records.insert(), [r.__dict__ for r in batch.records])
-            if batch.log_lines:
-                fresh = _new_lines(conn, batch.log_lines)
-                if fresh:
-                    conn.execute(schema.log_lines.insert(), fresh)
-            if batch.dead_letters:
-                conn.execute(schema.dead_letters.insert(), [_dead_row(d) for d in batch.dead_letters])
-            for stmt, rows in _agent_updates(batch.agents):
-                conn.execute(stmt, rows)
+            row = conn.execute(sa.select(v.host, v.indexed_upto).where(v.id == vault_id).with_for_update()).first()
+            if row is None:
+                conn.execute(schema.vaults.insert().values(id=vault_id, host=host, opened_at=time.time(), indexed_upto=-1))
+                return -1
+            if row.host and row.host != host:
+                raise VaultClaimed(vault_id, row.host, host)
+            if not row.host:
+                conn.execute(schema.vaults.update().where(v.id == vault_id).values(host=host))
+            return int(row.indexed_upto)
+
+    def commit(self, batch: Batch, conn: sa.Connection | None = None) -> None:
+        """Write one ingest round atomically (in ``conn``'s transaction when given)."""
+        if conn is None:
+            with self.engine.begin() as own:
+                self.commit(batch, own)
+            return
+        if batch.records:
+            conn.execute(schema.records.insert(), [r.__dict__ for r in batch.records])
+        if batch.log_lines:
+            fresh = _new_lines(conn, batch.log_lines)
+            if fresh:
+                conn.execute(schema.log_lines.insert(), fresh)
+        if batch.dead_letters:
+            conn.execute(schema.dead_letters.insert(), [_dead_row(d) for d in batch.dead_letters])
+        for stmt, rows in _agent_updates(batch.agents):
+            conn.execute(stmt, rows)
+        if batch.indexed is not None:
+            v = schema.vaults
+            vault_id, leaf = batch.indexed
+            conn.execute(v.update().where(v.c.id == vault_id, v.c.indexed_upto < leaf).values(indexed_upto=leaf))
 
     # -- queries for pages and tests -----------------------------------------------------------
 
@@ -269,6 +301,15 @@ class Store:
             row = conn.execute(sa.select(schema.vault_verifications).order_by(v.finished_at.desc(), v.id.desc())
                                .limit(1)).mappings().first()
         return dict(row) if row else None
+
+
+class VaultClaimed(RuntimeError):
+    """A vault id already used by another collector."""
+
+    def __init__(self, vault_id: str, holder: str, host: str) -> None:
+        super().__init__(f"vault id {vault_id!r} is already used by the collector at {holder}; give this collector "
+                         f"({host}) its own [vault] id (or [cluster] node_id). If that collector moved here, "
+                         f"UPDATE vaults SET host = '' WHERE id = '{vault_id}' once.")
 
 
 def insert_with_conflicts(conn: sa.Connection, table: sa.Table) -> Any:

@@ -45,6 +45,13 @@ def leaf_hashes(root: Path, upto: int, want: int) -> tuple[list[bytes], bytes | 
     return hashes[:upto], text
 
 
+def prove_in(roots: dict[str, Path], vault_id: str, index: int) -> dict[str, Any]:
+    """The proof of leaf ``index`` of the vault ``vault_id`` (a cluster has one vault per collector)."""
+    if vault_id not in roots:
+        raise ProofError(f"vault {vault_id!r} is not reachable from this collector: name its folder in [vault] roots")
+    return {"vault_id": vault_id, **prove(roots[vault_id], index)}
+
+
 def prove(root: Path, index: int) -> dict[str, Any]:
     """The proof that leaf ``index`` is in the tree of the newest checkpoint."""
     cp = checkpoints.latest(root / checkpoints.FOLDER)

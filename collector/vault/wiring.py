@@ -28,6 +28,11 @@ def vault_dir(cfg: CollectorConfig) -> Path:
     return cfg.collector.data_dir / "vault"
 
 
+def vault_roots(cfg: CollectorConfig) -> dict[str, Path]:
+    """Every vault this collector can read, by id: its own and the cluster's others ([vault] roots)."""
+    return {**cfg.vault.roots, cfg.vault_id: vault_dir(cfg)}
+
+
 def witness_dir(cfg: CollectorConfig) -> Path:
     """The checkpoint witness folder (configured, else beside the vault)."""
     return cfg.vault.witness_dir or cfg.collector.data_dir / "vault-witness"

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from collector.config import CollectorConfig
 from collector.store import Store
-from collector.vault.wiring import vault_dir
+from collector.vault.wiring import vault_roots
 from collector.web import admin, auth, casepages, live, overview, readiness, venue
 from collector.web.render import WebContext, make_templates
 
@@ -49,7 +49,7 @@ def create_app(store: Store, cfg: CollectorConfig | None = None, *, tz: str | No
     # authority's closed network cannot reach; the schema itself is at /openapi.json.
     app = FastAPI(title="VenueGuard collector", version="0.2.0", description=API_DESCRIPTION, docs_url=None,
                   redoc_url=None)
-    app.state.ctx = WebContext(store=store, tz=tz or cfg.schedule.timezone, vault_root=vault_dir(cfg),
+    app.state.ctx = WebContext(store=store, tz=tz or cfg.schedule.timezone, vault_roots=vault_roots(cfg),
                                notify=cfg.notify, clock=clock)
     app.state.templates = make_templates()  # before install: auth adds csrf_token to its globals
     auth.install(app, store, cfg.web, clock=clock)

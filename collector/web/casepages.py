@@ -197,16 +197,16 @@ def take_action(request: Request, c: WebContext, user: User, case_id: int, actio
 def proofs(c: WebContext, case: dict[str, Any]) -> dict[str, Any]:
     """Inclusion proofs of the case's evidence leaves and of its sealed actions; leaves not yet
     sealed by a checkpoint (or purged) are listed with the reason instead."""
-    from collector.vault.prove import ProofError, prove
+    from collector.vault.prove import ProofError, prove_in
 
-    wanted = [("evidence", int(e["vault_index"])) for e in case["evidence"]]
-    wanted += [("action", int(a["vault_index"])) for a in case["actions"] if a["vault_index"] is not None]
+    wanted = [("evidence", e["vault_id"], int(e["vault_index"])) for e in case["evidence"]]
+    wanted += [("action", a["vault_id"], int(a["vault_index"])) for a in case["actions"] if a["vault_index"] is not None]
     out, missing = [], []
-    for what, leaf in wanted:
+    for what, vault_id, leaf in wanted:
         try:
-            out.append({"what": what, **prove(c.vault_root, leaf)})
+            out.append({"what": what, **prove_in(c.vault_roots, vault_id, leaf)})
         except (ProofError, OSError) as exc:
-            missing.append({"what": what, "leaf_index": leaf, "reason": str(exc)})
+            missing.append({"what": what, "vault_id": vault_id, "leaf_index": leaf, "reason": str(exc)})
     return {"case_id": case["id"], "venue_id": case["venue_id"], "rule_id": case["rule_id"], "proofs": out,
             "unavailable": missing}
 

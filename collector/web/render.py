@@ -37,7 +37,7 @@ class WebContext:
 
     store: Store
     tz: str
-    vault_root: Path
+    vault_roots: dict[str, Path]  # by vault id: this collector's and the cluster's others
     notify: NotifySection | None = None
     clock: Callable[[], float] = field(default=time.time)
     live_seconds: float = 60.0  # one live stream's lifetime; the browser reconnects (and re-authenticates)

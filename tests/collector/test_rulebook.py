@@ -171,7 +171,7 @@ def test_a_restarted_rulebook_continues_where_it_stopped(tmp_path: Path, store: 
     _index(store, 1, "camera.down", T0 + 600, CAM)
     first.step(now=T0 + 700)
     second = RulebookRunner(store, SHIPPED_RULES, cal)
-    assert second.cursor == 1 and list(second.rulebook.conditions) == list(first.rulebook.conditions)
+    assert second.cursors == {"main": 1} and list(second.rulebook.conditions) == list(first.rulebook.conditions)
     _index(store, 2, "camera.up", T0 + 800, CAM)
     assert second.step(now=T0 + 800 + 120) == 1
     with store.engine.connect() as conn:
@@ -239,7 +239,7 @@ def test_a_failed_step_leaves_no_half_memory(tmp_path: Path, store: Store) -> No
     runner._save = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         runner.step(now=T0)
-    assert runner.cursor == 0 and runner.rulebook.conditions == {}
+    assert runner.cursors.get("main", 0) == 0 and runner.rulebook.conditions == {}
     del runner._save
     assert runner.step(now=T0) == 1
     with store.engine.connect() as conn:

@@ -74,12 +74,12 @@ def test_rebuilt_index_equals_the_live_one(store: Store, tmp_path: Path) -> None
     ing, _ = _ingest(tmp_path, store)
     live = _snapshot(store)
     assert len(live["records"]) > 20 and live["log_lines"]
-    assert rebuild(store, ing.vault) == len(live["records"])
+    assert rebuild(store, {"main": ing.vault}) == len(live["records"])
     assert _snapshot(store) == live
     with store.engine.connect() as conn:
         top = conn.execute(sa.select(sa.func.max(schema.records.c.id))).scalar()
     runner = RulebookRunner(store, SHIPPED_RULES, MemoryCalendar())
-    assert runner.cursor == top and runner.step() == 0, "the rulebook does not judge rebuilt history again"
+    assert runner.cursors == {"main": top} and runner.step() == 0, "the rulebook does not judge rebuilt history again"
     ing.vault.close()
 
 
