@@ -74,7 +74,7 @@ class Context:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``doctor`` on the collector CLI."""
-    sub.add_parser("doctor", help="check broker, database, InfluxDB, vault, keys, certificates and clock")
+    sub.add_parser("doctor", help="check broker, database, InfluxDB, vault, keys, certificates, cluster and clock")
 
 
 def handler(cfg: CollectorConfig, args: argparse.Namespace) -> int:
@@ -89,7 +89,8 @@ def run_checks(ctx: Context) -> list[Finding]:
     """Every check in table order; the clock last, as it uses readings the others made."""
     checks: list[tuple[str, Callable[[Context], tuple[str, str]]]] = [
         ("broker", check_broker), ("database", check_database), ("influx", check_influx),
-        ("vault", check_vault), ("keys", check_keys), ("certs", check_certificates), ("clock", check_clock)]
+        ("vault", check_vault), ("keys", check_keys), ("certs", check_certificates), ("cluster", check_cluster),
+        ("clock", check_clock)]
     out = []
     for item, check in checks:
         try:
@@ -237,6 +238,37 @@ def check_database(ctx: Context) -> tuple[str, str]:
         key = "doctor.db.outdated" if revision in known else "doctor.db.unknown_revision"
         return "fail", t(key, revision=revision, head=head, **fix)
     return "pass", t("doctor.db.ok", url=shown, revision=revision)
+
+
+def check_cluster(ctx: Context) -> tuple[str, str]:
+    """In a cluster: a leader holds the lock (else rules, readiness and notices stand still), and
+    this collector's vault id is not claimed by another host."""
+    import socket
+
+    from collector.leader import LEADER_KEY
+
+    cfg = ctx.cfg
+    if not cfg.cluster.enabled:
+        return "skip", t("doctor.cluster.alone")
+    engine = sa.create_engine(cfg.database_url, connect_args={"connect_timeout": int(TIMEOUT)})
+    try:
+        with engine.connect() as conn:
+            holder, epoch = conn.execute(sa.text("SELECT holder, epoch FROM cluster_leader WHERE id = 1")).one()
+            held = conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :key "
+                "AND objid = hashtext(current_schema())::oid AND objsubid = 2"), {"key": LEADER_KEY}).scalar()
+            claimed = conn.execute(sa.text("SELECT host FROM vaults WHERE id = :id"), {"id": cfg.vault_id}).scalar()
+    except sa.exc.SQLAlchemyError as exc:
+        return "fail", t("doctor.cluster.unreadable", error=str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+    finally:
+        engine.dispose()
+    host = f"{socket.gethostname()}:{cfg.collector.data_dir.resolve()}"
+    if claimed and claimed != host:
+        return "fail", t("doctor.cluster.vault_claimed", vault=cfg.vault_id, holder=claimed, host=host)
+    if not held:
+        return "fail", t("doctor.cluster.no_leader", last=holder or "—", epoch=epoch)
+    return "pass", t("doctor.cluster.ok", node=cfg.cluster.node_id, leader=holder, epoch=epoch,
+                     group=cfg.cluster.share_group, vault=cfg.vault_id)
 
 
 def _read_db_clock(conn: sa.Connection, ctx: Context) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from collector.ingest import Ingestor, Message
+from collector.rebuild import rebuild
 from collector.store import Store
 from collector.store import schema
 from collector.vault import Vault
@@ -95,9 +96,21 @@ def test_any_distribution_stores_each_seq_once_and_acks_only_what_is_committed(p
         ledgers = {r.id: r.acked_seq for r in conn.execute(sa.select(schema.agents.c.id, schema.agents.c.acked_seq))}
     assert set(by_vault) == {"a", "b"} and min(by_vault.values()) > 100, by_vault
     assert ledgers == top
+    live = _stored(store)
     for ing in nodes.values():
         ing.vault.close()
+    vaults = {node: Vault(tmp_path / f"vault-{node}") for node in nodes}
+    assert rebuild(store, vaults) == len(live), "rebuilt from both vaults: each seq once"
+    assert _stored(store) == live
+    for vault in vaults.values():
+        vault.close()
     store.close()
+
+
+def _stored(store: Store) -> set[tuple[str, int, str]]:
+    r = schema.records.c
+    with store.engine.connect() as conn:
+        return set(conn.execute(sa.select(r.agent_id, r.seq, r.digest).where(r.seq.is_not(None))).all())
 
 
 def test_a_hole_filled_on_the_other_collector_closes_in_the_next_ack(pg_url: str, tmp_path: Path) -> None:

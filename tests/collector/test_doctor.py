@@ -333,3 +333,28 @@ def test_doctor_never_takes_over_the_running_collectors_session(tmp_path: Path) 
         running.loop_stop()
         running.disconnect()
         broker.kill()
+
+
+def test_cluster_leader_and_vault_claim(tmp_path: Path, broker: Mosquitto, pg_url: str) -> None:
+    """Alone: skipped. In a cluster: no leader fails (rules stand still), a live leader passes
+    naming it, and a vault id claimed by another host fails with the fix."""
+    from collector.leader import Leadership
+
+    assert _findings(_config(tmp_path, broker.port, pg_url))["cluster"].result == "skip"
+    path = _config(tmp_path, broker.port, pg_url, extra='[cluster]\nenabled = true\nnode_id = "n1"\n')
+    _migrated(path)
+    found = _findings(path)["cluster"]
+    assert found.result == "fail" and "没有领导者" in found.detail
+    store = Store(pg_url)
+    leader = Leadership(store.engine, "n2", poll_seconds=0.1)
+    leader.start()
+    try:
+        assert leader.held() or time.sleep(1) or leader.held()
+        found = _findings(path)["cluster"]
+        assert found.result == "pass" and "当前领导者 n2" in found.detail and "证据库 n1" in found.detail
+        store.claim_vault("n1", "elsewhere:/srv/vg")
+        found = _findings(path)["cluster"]
+        assert found.result == "fail" and "elsewhere:/srv/vg" in found.detail and "node_id" in found.detail
+    finally:
+        leader.stop()
+        store.close()
