@@ -51,6 +51,9 @@ STALE_INTERVALS = 3
 AGENT_RECENT = 3600
 MIN_AGENTS = 3
 TIMEOUT = 10.0
+#: A shared subscription nobody uses: a broker that grants it to the doctor's identity grants any
+#: client a place in the collectors' group (Mosquitto's acl_file checks no SUBSCRIBE).
+SHARE_PROBE = "$share/vg-doctor-probe/vg/v1/doctor-probe/ev"
 STYLES = {"pass": "green", "fail": "bold red", "skip": "dim", "note": "yellow"}
 
 
@@ -143,7 +146,8 @@ def check_broker(ctx: Context) -> tuple[str, str]:
             return "note", t("doctor.broker.no_identity", cert=files[1], id=DOCTOR_ID)
     try:
         answer = _connect_once(b.host, b.port, f"{ctx.cfg.client_id}-doctor-{uuid.uuid4().hex[:8]}",
-                               context_from_files(*files) if files else None)
+                               context_from_files(*files) if files else None,
+                               SHARE_PROBE if ctx.cfg.cluster.enabled else None)
     except ssl.SSLError as exc:
         return "fail", t("doctor.broker.tls_error", address=address, error=exc)
     except Exception as exc:  # OSError, ProtocolError from bad TLS files, socket.gaierror …
@@ -156,12 +160,16 @@ def check_broker(ctx: Context) -> tuple[str, str]:
         return "fail", t("doctor.broker.no_answer", address=address, seconds=int(TIMEOUT))
     if answer["reason"].is_failure:
         return "fail", t("doctor.broker.refused", address=address, reason=str(answer["reason"]))
+    if answer.get("probe_granted"):
+        return "fail", t("doctor.broker.share_open", address=address, probe=SHARE_PROBE)
     mode = t("doctor.broker.mode_tls") if files else t("doctor.broker.mode_plain")
     return "pass", t("doctor.broker.ok", address=address, mode=mode)
 
 
-def _connect_once(host: str, port: int, client_id: str, tls: ssl.SSLContext | None) -> dict[str, Any]:
-    """Connect, wait for CONNACK or a hang-up, disconnect: ``{"reason": …}`` and/or ``{"closed": …}``.
+def _connect_once(host: str, port: int, client_id: str, tls: ssl.SSLContext | None,
+                  probe: str | None = None) -> dict[str, Any]:
+    """Connect, wait for CONNACK or a hang-up, disconnect: ``{"reason": …}`` and/or ``{"closed": …}``;
+    with ``probe``, also SUBSCRIBE to it and say whether the broker granted it (``probe_granted``).
 
     Raises what the TCP connect or TLS handshake raises.
     """
@@ -174,15 +182,22 @@ def _connect_once(host: str, port: int, client_id: str, tls: ssl.SSLContext | No
     answer: dict[str, Any] = {}
     done = threading.Event()
 
-    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         answer["reason"] = reason
+        if probe is None or reason.is_failure:
+            done.set()
+        else:
+            client.subscribe(probe, qos=1)
+
+    def on_subscribe(_c: Any, _u: Any, _m: Any, codes: list[Any], _p: Any) -> None:
+        answer["probe_granted"] = not codes[0].is_failure
         done.set()
 
     def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         answer.setdefault("closed", reason)  # before any CONNACK: the broker hung up on us
         done.set()
 
-    client.on_connect, client.on_disconnect = on_connect, on_disconnect
+    client.on_connect, client.on_disconnect, client.on_subscribe = on_connect, on_disconnect, on_subscribe
     if tls is not None:
         client.tls_set_context(tls)
     props = Properties(PacketTypes.CONNECT)

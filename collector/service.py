@@ -50,6 +50,7 @@ class IngestService:
         self.ingestor = ingestor
         self.batch_max = batch_max
         self.share_group = share_group
+        self._filters: list[str] = []
         self.leader = leader
         self.connected = threading.Event()
         self._queue: queue.Queue[tuple[Message, int, int]] = queue.Queue()
@@ -58,6 +59,7 @@ class IngestService:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(0.5, 10)
         if tls is not None:  # mutual TLS: collector.pki.broker_tls
             self._client.tls_set_context(tls)
@@ -93,9 +95,17 @@ class IngestService:
             log.error("broker refused the collector: %s", reason)
             return
         share = f"$share/{self.share_group}/" if self.share_group else ""
-        client.subscribe([(f"{share}{topics.PREFIX}/+/{s}", 1) for s in topics.AGENT_STREAMS])
+        self._filters = [f"{share}{topics.PREFIX}/+/{s}" for s in topics.AGENT_STREAMS]
+        client.subscribe([(f, 1) for f in self._filters])
         self.connected.set()
         log.info("collector connected to the broker")
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+        """A refused filter means streams nobody here receives: say which, and where rights are given."""
+        refused = [f"{f} ({c})" for f, c in zip(self._filters, codes) if c.is_failure]
+        if refused:
+            log.error("broker refused the collector's subscriptions %s: grant this identity the collector's rights "
+                      "(deploy/mosquitto/acl, or deploy/mosquitto/cluster/dynsec.py add-collector)", ", ".join(refused))
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()

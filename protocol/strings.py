@@ -19,7 +19,7 @@ def catalogue(folder: str, lang: str) -> dict[str, str]:
 def translator(folder: Path):  # noqa: ANN201 - returns a small closure
     """A ``t(key, **placeholders)`` for one surface's catalogue; VENUEGUARD_LANG picks the language."""
 
-    def t(key: str, default: str | None = None, **kw: object) -> str:
+    def t(key: str, default: str | None = None, /, **kw: object) -> str:  # a placeholder may be called "key"
         lang = os.environ.get("VENUEGUARD_LANG", DEFAULT_LANG)
         text = catalogue(str(folder), lang).get(key)
         if text is None:

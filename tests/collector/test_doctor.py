@@ -358,3 +358,14 @@ def test_cluster_leader_and_vault_claim(tmp_path: Path, broker: Mosquitto, pg_ur
     finally:
         leader.stop()
         store.close()
+
+
+def test_cluster_on_a_broker_that_grants_any_shared_subscription_fails(tmp_path: Path, broker: Mosquitto, pg_url: str) -> None:
+    """The plain broker checks no SUBSCRIBE: in a cluster that lets any agent join the collectors'
+    share group, so the broker row fails and names the cluster configuration."""
+    path = _config(tmp_path, broker.port, pg_url, extra='[cluster]\nenabled = true\nnode_id = "n1"\n')
+    _migrated(path)
+    found = _findings(path)["broker"]
+    assert found.result == "fail" and "deploy/mosquitto/cluster/" in found.detail
+    alone = _config(tmp_path, broker.port, pg_url)
+    assert _findings(alone)["broker"].result == "pass"
