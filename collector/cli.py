@@ -133,6 +133,8 @@ def _enroll(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
     print(t("enrolled", agent_id=args.agent_id, venue_id=args.venue, path=out))
     if pki.exists():
         print(t("enrolled_tls", agent_id=args.agent_id, broker=f"{broker_host}:{broker_port}"))
+    if cfg.cluster.enabled:
+        print(t("enrolled_cluster", agent_id=args.agent_id))
     return 0
 
 

@@ -73,6 +73,8 @@ def _revoke(cfg: config.CollectorConfig, pki: Pki, args: argparse.Namespace) -> 
         print(t("pki_revoked", agent_id=args.agent_id, count=len(serials), crl=pki.path("crl.pem")))
     else:
         print(t("pki_revoke_nocert", agent_id=args.agent_id))
+    if cfg.cluster.enabled:
+        print(t("pki_revoked_cluster", agent_id=args.agent_id))
     return 0
 
 

@@ -227,7 +227,8 @@ def test_cluster_config_is_the_shipped_config_with_dynsec_instead_of_acl_file() 
     assert [s.split()[0] for s in cluster if s.startswith("plugin")] == ["plugin", "plugin_opt_config_file"]
 
 
-def test_real_cluster_nodes_and_agent_deliver_everything_over_the_dynsec_broker(tmp_path: Path, pg_url: str) -> None:
+def test_real_cluster_nodes_and_agent_deliver_everything_over_the_dynsec_broker(tmp_path: Path, pg_url: str,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """The real software on this config: `pki init` and `issue_collector` give the nodes' identities,
     `dynsec.py init --ledger` the rules; two clustered collector processes and an enrolled agent
     process over mutual TLS. Every record is stored once, through both nodes' vaults."""
@@ -241,6 +242,7 @@ def test_real_cluster_nodes_and_agent_deliver_everything_over_the_dynsec_broker(
     assert main(["--config", str(toml_a), "pki", "collector-cert", COL_B]) == 0
     for args in (["migrate"], ["enroll", "a1", "--venue", "V1", "--out", str(tmp_path / "a1.bundle.json")]):
         assert main(["--config", str(toml_a), *args]) == 0, args
+    assert "dynsec.py add-agent a1" in capsys.readouterr().out  # enroll in a cluster names the broker step
     data_b.mkdir()
     shutil.copy(data_a / "collector.key", data_b / "collector.key")  # agents check acks against one key
     rules = tmp_path / "dynamic-security.json"
