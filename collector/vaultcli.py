@@ -29,6 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     _verify_options(sub.add_parser("verify-vault", help="alias of `vault verify`"))
     prove = vsub.add_parser("prove", help="print an inclusion proof of one record that a third party can check")
     prove.add_argument("index", type=int, help="leaf index (records.vault_index in the index)")
+    prove.add_argument("--vault", default=None, help="vault id (records.vault_id): this collector's by default, "
+                       "another collector's when listed in [vault] roots")
     purge = vsub.add_parser("purge", help="remove segments older than the retention period (signed PURGE leaf first)")
     purge.add_argument("--older-than-years", type=float, default=None, help="at least the configured retention (3)")
     sub.add_parser("rebuild", help="drop the SQL index and rebuild it from the vault (collector stopped)")
@@ -129,11 +131,10 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 def prove(cfg: config.CollectorConfig, args: argparse.Namespace) -> int:
     """Print the proof as JSON on stdout."""
     from collector.vault import wiring
-    from collector.vault.prove import ProofError
-    from collector.vault.prove import prove as make_proof
+    from collector.vault.prove import ProofError, prove_in
 
     try:
-        doc = make_proof(wiring.vault_dir(cfg), args.index)
+        doc = prove_in(wiring.vault_roots(cfg), args.vault or cfg.vault_id, args.index)
     except ProofError as exc:
         print(t("vault_prove_error", index=args.index, detail=exc), file=sys.stderr)
         return 1

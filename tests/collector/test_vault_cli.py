@@ -98,11 +98,14 @@ def test_verify_prove_and_alias_on_a_live_vault(tmp_path: Path, capsys: pytest.C
     assert "证据库校验通过" in out and "已复核代理签名 20 个" in out
     assert main(["--config", str(cfg), "vault", "prove", "3"]) == 0
     proof = json.loads(capsys.readouterr().out)
+    assert proof["vault_id"] == "main"
     vault_pub = keys.public_b64(keys.load_private_pem((tmp_path / "data" / "vault.key").read_text()))
     assert _third_party_check(proof, vault_pub)
     proof["leaf"] = proof["leaf"].replace("192.0.2.9", "192.0.2.8")
     assert not _third_party_check(proof, vault_pub)
     assert main(["--config", str(cfg), "vault", "prove", "99999"]) == 1
+    assert main(["--config", str(cfg), "vault", "prove", "--vault", "b", "3"]) == 1
+    assert "[vault] roots" in capsys.readouterr().err  # another collector's vault, not listed here
     seg = sorted((tmp_path / "data" / "vault").glob("seg-*.log"))[0]
     seg.write_bytes(seg.read_bytes().replace(b"line 4", b"line 5", 1))
     capsys.readouterr()
