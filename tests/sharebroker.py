@@ -4,7 +4,6 @@ only paths, the port and the run-as user replaced. Plus small helpers around tes
 
 from __future__ import annotations
 
-import getpass
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,13 +17,12 @@ from collector.broker import Mosquitto, free_port
 from collector.pki import Pki
 from protocol.tls import context_from_files
 from tests.support import wait_for
-from tests.tlsbroker import RawClient, client_files
+from tests.tlsbroker import RawClient, client_files, templated_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "deploy" / "mosquitto" / "cluster"
 CLUSTER_CONF = CLUSTER / "mosquitto.conf"
 DYNSEC_SCRIPT = CLUSTER / "dynsec.py"
-ETC = "/etc/mosquitto/venueguard/"
 DYNSEC_FILE = "/var/lib/mosquitto/dynamic-security.json"
 ADMIN = "venueguard-dynsec-admin"
 
@@ -32,20 +30,11 @@ ADMIN = "venueguard-dynsec-admin"
 def cluster_config(port: int, pki_dir: Path, workdir: Path) -> str:
     """The shipped cluster config pointed at ``pki_dir``/``workdir`` and 127.0.0.1:``port``; fails
     loudly if a line it replaces is gone, or if the plugin it names is not installed."""
-    text = CLUSTER_CONF.read_text()
-    swaps = [
-        (f"plugin_opt_config_file {DYNSEC_FILE}", f"plugin_opt_config_file {workdir / 'dynamic-security.json'}"),
-        (ETC, f"{pki_dir}/"),
-        ("persistence_location /var/lib/mosquitto/", f"persistence_location {workdir}/"),
-        ("log_dest file /var/log/mosquitto/mosquitto.log", f"log_dest file {workdir / 'mosquitto.log'}"),
-        ("\nlistener 8883\n", f"\nlistener {port} 127.0.0.1\n"),
-    ]
-    for old, new in swaps:
-        assert old in text, f"{CLUSTER_CONF} no longer contains {old!r}: update tests/sharebroker.py"
-        text = text.replace(old, new)
+    text = templated_config(port, pki_dir, workdir, CLUSTER_CONF, (
+        f"plugin_opt_config_file {DYNSEC_FILE}", f"plugin_opt_config_file {workdir / 'dynamic-security.json'}"))
     plugin = next(line.split(None, 1)[1] for line in text.splitlines() if line.startswith("plugin "))
     assert Path(plugin).exists(), f"{plugin} (named in {CLUSTER_CONF}) is not installed: `dpkg -L mosquitto | grep dyn`"
-    return f"user {getpass.getuser()}\n" + text  # see tests/tlsbroker.py: our 0600 test keys
+    return text
 
 
 def dynsec(*args: str) -> subprocess.CompletedProcess[str]:

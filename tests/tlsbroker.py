@@ -23,19 +23,21 @@ SHIPPED_ACL = ROOT / "deploy" / "mosquitto" / "acl"
 ETC = "/etc/mosquitto/venueguard/"
 
 
-def templated_config(port: int, pki_dir: Path, workdir: Path) -> str:
-    """The shipped config with its paths pointed at ``pki_dir``/``workdir`` and the listener at
-    127.0.0.1:``port``; fails loudly if a line it replaces is no longer in the shipped file."""
-    text = SHIPPED_CONF.read_text()
+def templated_config(port: int, pki_dir: Path, workdir: Path, conf: Path = SHIPPED_CONF,
+                     rules: tuple[str, str] = (f"acl_file {ETC}acl", f"acl_file {SHIPPED_ACL}")) -> str:
+    """A shipped config (``conf``) with its paths pointed at ``pki_dir``/``workdir``, its access
+    rules line replaced by ``rules`` and the listener at 127.0.0.1:``port``; fails loudly if a line
+    it replaces is no longer in the shipped file."""
+    text = conf.read_text()
     swaps = [
-        (f"acl_file {ETC}acl", f"acl_file {SHIPPED_ACL}"),
+        rules,
         (ETC, f"{pki_dir}/"),
         ("persistence_location /var/lib/mosquitto/", f"persistence_location {workdir}/"),
         ("log_dest file /var/log/mosquitto/mosquitto.log", f"log_dest file {workdir / 'mosquitto.log'}"),
         ("\nlistener 8883\n", f"\nlistener {port} 127.0.0.1\n"),
     ]
     for old, new in swaps:
-        assert old in text, f"{SHIPPED_CONF} no longer contains {old!r}: update tests/tlsbroker.py"
+        assert old in text, f"{conf} no longer contains {old!r}: update the test broker that templates it"
         text = text.replace(old, new)
     # Run as ourselves: as root Mosquitto would drop to user mosquitto, which cannot read the
     # test's 0600 keys (production installs them owned by mosquitto, see the README).
