@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
     from collector.rulefiles import RuleFileErrors
     from collector.runtime import Collector
+    from collector.store.store import VaultClaimed
     from collector.timeseries_influx import TelemetryError
     from protocol.errors import ProtocolError
 
@@ -102,7 +103,13 @@ def _run(cfg: config.CollectorConfig, _args: argparse.Namespace) -> int:
     except TelemetryError as exc:  # e.g. [influx] token_file missing
         print(t("ts_bad_config", detail=exc), file=sys.stderr)
         return 2
-    collector.start()
+    try:
+        collector.start()
+    except VaultClaimed as exc:  # two collectors configured with one vault id
+        print(t("doctor.cluster.vault_claimed", vault=exc.vault_id, holder=exc.holder, host=exc.host), file=sys.stderr)
+        collector.vault.close()
+        collector.store.close()
+        return 2
     print(t("running", broker=f"{cfg.broker.host}:{cfg.broker.port}", web=f"{cfg.web.host}:{cfg.web.port}"), file=sys.stderr)
     _wait_for_signal()
     collector.stop()

@@ -258,9 +258,8 @@ def check_database(ctx: Context) -> tuple[str, str]:
 def check_cluster(ctx: Context) -> tuple[str, str]:
     """In a cluster: a leader holds the lock (else rules, readiness and notices stand still), and
     this collector's vault id is not claimed by another host."""
-    import socket
-
     from collector.leader import LEADER_KEY
+    from collector.vault.wiring import vault_host
 
     cfg = ctx.cfg
     if not cfg.cluster.enabled:
@@ -277,7 +276,7 @@ def check_cluster(ctx: Context) -> tuple[str, str]:
         return "fail", t("doctor.cluster.unreadable", error=str(getattr(exc, "orig", exc)).strip().splitlines()[0])
     finally:
         engine.dispose()
-    host = f"{socket.gethostname()}:{cfg.collector.data_dir.resolve()}"
+    host = vault_host(cfg)
     if claimed and claimed != host:
         return "fail", t("doctor.cluster.vault_claimed", vault=cfg.vault_id, holder=claimed, host=host)
     if not held:

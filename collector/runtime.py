@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 
@@ -21,7 +20,7 @@ from collector.rulerunner import RulebookRunner
 from collector.service import IngestService
 from collector.timeseries import open_sink
 from collector.store import Store
-from collector.vault.wiring import open_vault
+from collector.vault.wiring import open_vault, vault_host
 from collector.web.app import create_app
 
 log = logging.getLogger("venueguard.collector")
@@ -89,7 +88,7 @@ class Collector:
 
     def start(self) -> None:
         """Index what the vault has beyond the store, then start ingest and the web."""
-        self.ingestor.load(host=f"{socket.gethostname()}:{self.cfg.collector.data_dir.resolve()}")
+        self.ingestor.load(host=vault_host(self.cfg))
         self.leadership.start()
         self.service.start()
         self.notifier.start()

@@ -307,6 +307,7 @@ class VaultClaimed(RuntimeError):
     """A vault id already used by another collector."""
 
     def __init__(self, vault_id: str, holder: str, host: str) -> None:
+        self.vault_id, self.holder, self.host = vault_id, holder, host
         super().__init__(f"vault id {vault_id!r} is already used by the collector at {holder}; give this collector "
                          f"({host}) its own [vault] id (or [cluster] node_id). If that collector moved here, "
                          f"UPDATE vaults SET host = '' WHERE id = '{vault_id}' once.")

@@ -7,6 +7,7 @@ evidence, so either can be rotated or moved to an HSM without touching the other
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,6 +32,11 @@ def vault_dir(cfg: CollectorConfig) -> Path:
 def vault_roots(cfg: CollectorConfig) -> dict[str, Path]:
     """Every vault this collector can read, by id: its own and the cluster's others ([vault] roots)."""
     return {**cfg.vault.roots, cfg.vault_id: vault_dir(cfg)}
+
+
+def vault_host(cfg: CollectorConfig) -> str:
+    """Who writes this collector's vault: host name and folder, as the ``vaults`` table records it."""
+    return f"{socket.gethostname()}:{cfg.collector.data_dir.resolve()}"
 
 
 def witness_dir(cfg: CollectorConfig) -> Path:

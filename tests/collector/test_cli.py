@@ -98,3 +98,17 @@ def test_rules_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["rules", "check", "--folder", str(broken)]) == 1
     err = capsys.readouterr().err
     assert "规则文件有" in err and f"{path.name}:" in err and "severity" in err
+
+
+def test_run_refuses_a_vault_id_another_host_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two collectors configured with one vault id would interleave two Merkle logs under one
+    name: the second does not start, and says which collector holds the id and how to fix it."""
+    path = _cfg(tmp_path)
+    (tmp_path / "data").mkdir()
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'index.sqlite3'}")
+    store.migrate()
+    store.claim_vault("main", "other-host:/var/lib/venueguard-collector")
+    store.close()
+    assert main(["--config", str(path), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "other-host:/var/lib/venueguard-collector" in err and "node_id" in err
