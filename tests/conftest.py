@@ -76,13 +76,23 @@ def pg_url() -> Iterator[str]:
     yield from _pg_schema_url()
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    """A migrated store on each backend."""
-    s = Store(db_url)
+def _migrated(url: str) -> Iterator[Store]:
+    s = Store(url)
     s.migrate()
     yield s
     s.close()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated store on each backend."""
+    yield from _migrated(db_url)
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    """A migrated store on PostgreSQL only (what clusters and the leader lock need)."""
+    yield from _migrated(pg_url)
 
 
 @pytest.fixture

@@ -22,9 +22,7 @@ from tests.collector.test_ingest import NOW, Agent
 AGENTS = ("a1", "a2", "a3")
 
 
-def _cluster(pg_url: str, tmp_path: Path, clock: list[float]) -> tuple[Store, dict[str, Ingestor], dict[str, Agent], object]:
-    store = Store(pg_url)
-    store.migrate()
+def _cluster(store: Store, tmp_path: Path, clock: list[float]) -> tuple[Store, dict[str, Ingestor], dict[str, Agent], object]:
     store.add_venue("V1")
     agents = {name: Agent(name) for name in AGENTS}
     for name, agent in agents.items():
@@ -45,12 +43,12 @@ def _acked(acks: list[tuple[str, bytes, bool]]) -> dict[str, int]:
     return out
 
 
-def test_any_distribution_stores_each_seq_once_and_acks_only_what_is_committed(pg_url: str, tmp_path: Path) -> None:
+def test_any_distribution_stores_each_seq_once_and_acks_only_what_is_committed(pg_store: Store, tmp_path: Path) -> None:
     """300 envelopes of three agents dealt at random to two collectors working in parallel, a fifth
     of them to both, in shuffled order: seqs 1..N once each, no dead letter, both vaults used,
     and whenever an ack says ``acked = n`` the index already holds 1..n."""
     clock = [NOW]
-    store, nodes, agents, _ = _cluster(pg_url, tmp_path, clock)
+    store, nodes, agents, _ = _cluster(pg_store, tmp_path, clock)
     rnd = random.Random(7)
     envelopes: list[Message] = []
     top = {}
@@ -104,7 +102,6 @@ def test_any_distribution_stores_each_seq_once_and_acks_only_what_is_committed(p
     assert _stored(store) == live
     for vault in vaults.values():
         vault.close()
-    store.close()
 
 
 def _stored(store: Store) -> set[tuple[str, int, str]]:
@@ -113,11 +110,11 @@ def _stored(store: Store) -> set[tuple[str, int, str]]:
         return set(conn.execute(sa.select(r.agent_id, r.seq, r.digest).where(r.seq.is_not(None))).all())
 
 
-def test_a_hole_filled_on_the_other_collector_closes_in_the_next_ack(pg_url: str, tmp_path: Path) -> None:
+def test_a_hole_filled_on_the_other_collector_closes_in_the_next_ack(pg_store: Store, tmp_path: Path) -> None:
     """a holds 1-3, b gets 5 (hole at 4), a gets 4: each ack reflects the other's writes, and a
     different record under a seq the other collector holds is a replayed_seq dead letter."""
     clock = [NOW]
-    store, nodes, agents, _ = _cluster(pg_url, tmp_path, clock)
+    store, nodes, agents, _ = _cluster(pg_store, tmp_path, clock)
     a1 = agents["a1"]
     assert _acked(nodes["a"].handle([a1.ev(1, 3)])) == {"a1": 3}
     assert _acked(nodes["b"].handle([a1.ev(5)])) == {"a1": 3}
@@ -129,14 +126,13 @@ def test_a_hole_filled_on_the_other_collector_closes_in_the_next_ack(pg_url: str
     assert [d["reason"] for d in store.dead_letters()] == ["replayed_seq"]
     for ing in nodes.values():
         ing.vault.close()
-    store.close()
 
 
-def test_the_leaders_sweep_sees_heartbeats_the_other_collector_ingested(pg_url: str, tmp_path: Path) -> None:
+def test_the_leaders_sweep_sees_heartbeats_the_other_collector_ingested(pg_store: Store, tmp_path: Path) -> None:
     """b ingests the birth and heartbeats; a (the leader) runs the sweep: no offline while b's
     heartbeats are fresh, offline once they stop, and seq.gap for a hole only b ever saw."""
     clock = [NOW]
-    store, nodes, agents, _ = _cluster(pg_url, tmp_path, clock)
+    store, nodes, agents, _ = _cluster(pg_store, tmp_path, clock)
     a1 = agents["a1"]
     b, a = nodes["b"], nodes["a"]
     b.handle([a1.ctl("state", "birth", heartbeat_interval=1.0), a1.ev(1), a1.ev(3)])
@@ -156,4 +152,3 @@ def test_the_leaders_sweep_sees_heartbeats_the_other_collector_ingested(pg_url: 
     assert [r["kind"] for r in store.records_of("a1")].count("seq.gap_closed") == 1
     for ing in nodes.values():
         ing.vault.close()
-    store.close()

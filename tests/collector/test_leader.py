@@ -28,20 +28,12 @@ _HOLDER = sa.text(
 
 
 @pytest.fixture
-def store(pg_url: str) -> Iterator[Store]:
-    s = Store(pg_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def make(store: Store) -> Iterator[Callable[..., Leadership]]:
+def make(pg_store: Store) -> Iterator[Callable[..., Leadership]]:
     """Build and start Leaderships on the test schema; all are stopped afterwards, even on failure."""
     made: list[Leadership] = []
 
     def build(node: str, poll: float = POLL, **kw: Any) -> Leadership:
-        lead = Leadership(store.engine, node, poll_seconds=poll, **kw)
+        lead = Leadership(pg_store.engine, node, poll_seconds=poll, **kw)
         made.append(lead)
         lead.start()
         return lead
@@ -51,27 +43,27 @@ def make(store: Store) -> Iterator[Callable[..., Leadership]]:
         lead.stop()
 
 
-def holder_pid(store: Store) -> int | None:
-    with store.engine.connect() as conn:
+def holder_pid(pg_store: Store) -> int | None:
+    with pg_store.engine.connect() as conn:
         return conn.execute(_HOLDER, {"key": LEADER_KEY}).scalar()
 
 
-def kill_lock_session(store: Store) -> int:
+def kill_lock_session(pg_store: Store) -> int:
     """What a broken network does to the leader's lock connection: the server ends it."""
-    pid = holder_pid(store)
+    pid = holder_pid(pg_store)
     assert pid is not None
-    with store.engine.connect() as conn:
+    with pg_store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
     return pid
 
 
-def stored(store: Store) -> tuple[int, str | None]:
-    with store.engine.connect() as conn:
+def stored(pg_store: Store) -> tuple[int, str | None]:
+    with pg_store.engine.connect() as conn:
         row = conn.execute(sa.text("SELECT epoch, holder FROM cluster_leader WHERE id = 1")).one()
     return int(row.epoch), row.holder
 
 
-def test_one_leader_and_handover_on_stop(store: Store, make: Callable[..., Leadership]) -> None:
+def test_one_leader_and_handover_on_stop(pg_store: Store, make: Callable[..., Leadership]) -> None:
     events: list[str] = []
     a = make("a", on_gain=lambda: events.append("a+"), on_lose=lambda: events.append("a-"))
     wait_for(a.held, timeout=3, what="a to lead")
@@ -79,18 +71,18 @@ def test_one_leader_and_handover_on_stop(store: Store, make: Callable[..., Leade
     time.sleep(4 * POLL)
     assert a.held() and not b.held() and b.epoch is None
     first = a.epoch
-    assert stored(store) == (first, "a")
+    assert stored(pg_store) == (first, "a")
 
     started = time.monotonic()
     a.stop()
     wait_for(b.held, timeout=3, what="b to take over")
     assert time.monotonic() - started < 3
     assert not a.held() and a.epoch is None
-    assert b.epoch == first + 1 and stored(store) == (first + 1, "b")
+    assert b.epoch == first + 1 and stored(pg_store) == (first + 1, "b")
     assert events == ["a+", "a-", "b+"]
 
 
-def test_handover_when_the_lock_connection_dies(store: Store, make: Callable[..., Leadership]) -> None:
+def test_handover_when_the_lock_connection_dies(pg_store: Store, make: Callable[..., Leadership]) -> None:
     events: list[str] = []
 
     def a_lost() -> None:
@@ -103,13 +95,13 @@ def test_handover_when_the_lock_connection_dies(store: Store, make: Callable[...
     first = a.epoch
     time.sleep(2 * POLL)
 
-    old = kill_lock_session(store)
+    old = kill_lock_session(pg_store)
     wait_for(lambda: not a.held(), timeout=3, what="a to notice")
     wait_for(b.held, timeout=3, what="b to take over")
-    assert b.epoch == first + 1 and stored(store) == (first + 1, "b")
+    assert b.epoch == first + 1 and stored(pg_store) == (first + 1, "b")
     time.sleep(4 * POLL)  # a reconnects and keeps trying, in vain
     assert b.held() and not a.held()
-    assert holder_pid(store) not in (None, old)
+    assert holder_pid(pg_store) not in (None, old)
     # b may gain before a notices its loss: that window is what fence() covers
     assert events[0] == "a+" and sorted(events[1:]) == ["a-", "b+"]
 
@@ -127,7 +119,7 @@ time.sleep(120)
 """
 
 
-def test_kill_9_of_the_leader_process(pg_url: str, store: Store, make: Callable[..., Leadership],
+def test_kill_9_of_the_leader_process(pg_url: str, pg_store: Store, make: Callable[..., Leadership],
                                       caplog: pytest.LogCaptureFixture) -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD, pg_url], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -146,7 +138,7 @@ def test_kill_9_of_the_leader_process(pg_url: str, store: Store, make: Callable[
         started = time.monotonic()
         wait_for(b.held, timeout=3, interval=0.05, what="b to take over from the killed process")
         assert time.monotonic() - started < 3
-        assert b.epoch == int(epoch) + 1 and stored(store) == (int(epoch) + 1, "b")
+        assert b.epoch == int(epoch) + 1 and stored(pg_store) == (int(epoch) + 1, "b")
         assert "on_gain callback failed" in caplog.text and "node b is the leader now" in caplog.text
         time.sleep(0.3)
         assert b.held()  # still the leader after its callback raised
@@ -155,8 +147,8 @@ def test_kill_9_of_the_leader_process(pg_url: str, store: Store, make: Callable[
         child.wait()
 
 
-def test_fence_orders_against_takeover_and_stops_the_old_leader(store: Store, make: Callable[..., Leadership]) -> None:
-    with store.engine.begin() as conn:
+def test_fence_orders_against_takeover_and_stops_the_old_leader(pg_store: Store, make: Callable[..., Leadership]) -> None:
+    with pg_store.engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE probe (note VARCHAR(40) NOT NULL)"))
     # a polls rarely: it never notices its lock connection died, held() stays True (the split
     # brain the epoch has to catch).
@@ -167,12 +159,12 @@ def test_fence_orders_against_takeover_and_stops_the_old_leader(store: Store, ma
     first = a.epoch
     time.sleep(2 * POLL)
 
-    with store.engine.connect() as conn:
+    with pg_store.engine.connect() as conn:
         txn = conn.begin()
         a.fence(conn)  # the share lock on the epoch row lasts until this transaction ends
-        kill_lock_session(store)
+        kill_lock_session(pg_store)
         # b gets the advisory lock, then its epoch UPDATE waits behind a's share lock
-        wait_for(lambda: _waiting_on_lock(store), timeout=3, what="b's epoch bump to wait")
+        wait_for(lambda: _waiting_on_lock(pg_store), timeout=3, what="b's epoch bump to wait")
         time.sleep(3 * POLL)
         assert not b.held() and a.held()
         conn.execute(sa.text("INSERT INTO probe VALUES ('a before takeover')"))
@@ -189,39 +181,39 @@ def test_fence_orders_against_takeover_and_stops_the_old_leader(store: Store, ma
         conn.execute(sa.text("INSERT INTO probe VALUES ('a after takeover')"))
 
     with pytest.raises(LostLeadership):  # ... but cannot write
-        with store.engine.begin() as conn:
+        with pg_store.engine.begin() as conn:
             leader_step(conn)
-    with store.engine.begin() as conn:
+    with pg_store.engine.begin() as conn:
         b.fence(conn)
         conn.execute(sa.text("INSERT INTO probe VALUES ('b')"))
-    with store.engine.connect() as conn:
+    with pg_store.engine.connect() as conn:
         notes = conn.execute(sa.text("SELECT note FROM probe ORDER BY note")).scalars().all()
     assert notes == ["a before takeover", "b"]
 
 
-def _waiting_on_lock(store: Store) -> bool:
+def _waiting_on_lock(pg_store: Store) -> bool:
     """The session now holding the leader lock is blocked on a row lock."""
-    pid = holder_pid(store)
-    with store.engine.connect() as conn:
+    pid = holder_pid(pg_store)
+    with pg_store.engine.connect() as conn:
         kind = conn.execute(sa.text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar()
     return kind == "Lock"
 
 
-def test_fence_refuses_a_follower(store: Store, make: Callable[..., Leadership]) -> None:
+def test_fence_refuses_a_follower(pg_store: Store, make: Callable[..., Leadership]) -> None:
     a = make("a")
     wait_for(a.held, timeout=3, what="a to lead")
     b = make("b")
     time.sleep(2 * POLL)
-    with pytest.raises(LostLeadership), store.engine.begin() as conn:
+    with pytest.raises(LostLeadership), pg_store.engine.begin() as conn:
         b.fence(conn)
-    with store.engine.begin() as conn:
+    with pg_store.engine.begin() as conn:
         a.fence(conn)
 
 
-def test_each_schema_elects_its_own_leader(pg_url: str, store: Store, make: Callable[..., Leadership]) -> None:
+def test_each_schema_elects_its_own_leader(pg_url: str, pg_store: Store, make: Callable[..., Leadership]) -> None:
     """Advisory locks are per database, the epoch row per schema: the lock key includes the schema."""
     other_schema = f"t_{uuid.uuid4().hex[:12]}"
-    with store.engine.begin() as conn:
+    with pg_store.engine.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{other_schema}"'))
     other = Store(pg_url.rsplit("%3D", 1)[0] + "%3D" + other_schema)
     try:
@@ -235,7 +227,7 @@ def test_each_schema_elects_its_own_leader(pg_url: str, store: Store, make: Call
             there.stop()
     finally:
         other.close()
-        with store.engine.begin() as conn:
+        with pg_store.engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{other_schema}" CASCADE'))
 
 
